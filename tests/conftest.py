@@ -1,0 +1,92 @@
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+from collections.abc import AsyncIterator, Iterator
+from uuid import uuid4
+
+import pytest
+import redis
+import redis.asyncio
+
+DEFAULT_TEST_REDIS = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # redis.asyncio and aiohttp are asyncio-only
+
+
+def _reachable(url: str) -> bool:
+    client = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """The test Redis: GATEWAY_TEST_REDIS_URL, the local one, or a throwaway redis-server started here."""
+    url = os.environ.get("GATEWAY_TEST_REDIS_URL", DEFAULT_TEST_REDIS)
+    if _reachable(url):
+        yield url
+        return
+    if shutil.which("redis-server") is None:
+        pytest.exit(
+            f"No Redis at {url} and no redis-server on PATH. Install one (Debian/Ubuntu: apt-get install "
+            "redis-server; macOS: brew install redis) or point GATEWAY_TEST_REDIS_URL at a server.",
+            returncode=2,
+        )
+    with tempfile.TemporaryDirectory() as workdir:
+        proc, url = start_redis_server(workdir)
+        try:
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
+def start_redis_server(workdir: str) -> tuple[subprocess.Popen[str], str]:
+    """A throwaway redis-server on a free loopback port; returns once it says it is ready."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"],
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "Ready to accept connections" in line:
+            threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep its log from filling the pipe
+            return proc, f"redis://127.0.0.1:{port}/0"
+    raise RuntimeError(f"redis-server exited with {proc.wait()} before it was ready")
+
+
+@pytest.fixture
+def redis_prefix() -> str:
+    return f"test:{uuid4().hex}:"
+
+
+@pytest.fixture
+async def redis_client(redis_url: str, redis_prefix: str) -> AsyncIterator[redis.asyncio.Redis]:
+    """A client for the test Redis; every key under this test's prefix is deleted afterwards."""
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        yield client
+    finally:
+        keys = [key async for key in client.scan_iter(match=f"{redis_prefix}*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
