@@ -1,6 +1,7 @@
 """RFC 9457 problem details: the one shape every error the gateway itself produces takes."""
 
 from collections.abc import Mapping
+from email.utils import formatdate
 from http import HTTPStatus
 
 from starlette.responses import JSONResponse
@@ -21,4 +22,6 @@ def problem_response(
     if detail is not None:
         body["detail"] = detail
     body.update(extensions)
-    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
+    response = JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
+    response.headers.setdefault("date", formatdate(usegmt=True))
+    return response

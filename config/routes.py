@@ -1,0 +1,203 @@
+"""The route file's schema: named upstreams, and routes that refer to them by name.
+
+Every model forbids unknown keys and is frozen. Checks that need the whole file (references by name,
+duplicate routes) live in `cross_reference_issues`, which reports each problem at its own location.
+"""
+
+import re
+from collections.abc import Iterator
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Loc = tuple[int | str, ...]
+Seconds = Annotated[float, Field(gt=0)]
+Method = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+ALL_METHODS: tuple[Method, ...] = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+# Starlette's path syntax: {name} or {name:convertor}; the gateway's routes are Starlette routes.
+PARAM = re.compile(r"{([a-zA-Z_][a-zA-Z0-9_]*)(?::([a-zA-Z_][a-zA-Z0-9_]*))?}")
+CONVERTORS = frozenset({"str", "path", "int", "float", "uuid"})
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 §5.6.2 field-name
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TimeoutSpec(StrictModel):
+    """Unset values fall back to the process settings (GATEWAY_TIMEOUT__*)."""
+
+    connect: Seconds | None = None
+    read: Seconds | None = None
+    pool: Seconds | None = None
+
+
+class UpstreamSpec(StrictModel):
+    url: str
+    timeout: TimeoutSpec = TimeoutSpec()
+    pool_size: int | None = Field(default=None, ge=1)
+    http2: bool = False  # HTTP/2 needs the httpx transport
+    app: str | None = None  # "package.module:attribute": an in-process ASGI app, reached without a socket
+
+    @field_validator("url")
+    @classmethod
+    def _origin_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"must be an absolute http:// or https:// URL, got {value!r}")
+        if parts.query or parts.fragment or parts.username or parts.password:
+            raise ValueError("must not carry a query, fragment or credentials")
+        try:
+            parts.port  # noqa: B018 (raises ValueError on a bad port)
+        except ValueError as exc:
+            raise ValueError(f"bad port in {value!r}") from exc
+        return value.rstrip("/")
+
+    @field_validator("app")
+    @classmethod
+    def _import_string(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[\w.]+:[\w.]+", value):
+            raise ValueError(f"must look like 'package.module:attribute', got {value!r}")
+        return value
+
+
+class HeaderOps(StrictModel):
+    """Applied in this order: remove, set (replace), add (append)."""
+
+    remove: tuple[str, ...] = ()
+    set: dict[str, str] = {}
+    add: dict[str, str] = {}
+
+    @field_validator("remove")
+    @classmethod
+    def _names(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        for name in names:
+            _check_field_name(name)
+        return names
+
+    @field_validator("set", "add")
+    @classmethod
+    def _fields(cls, fields: dict[str, str]) -> dict[str, str]:
+        for name, value in fields.items():
+            _check_field_name(name)
+            if any(ch in value for ch in "\r\n\0"):
+                raise ValueError(f"value of {name!r} must not contain CR, LF or NUL")
+        return fields
+
+
+class HeadersSpec(StrictModel):
+    request: HeaderOps = HeaderOps()
+    response: HeaderOps = HeaderOps()
+
+
+class RouteSpec(StrictModel):
+    path: str
+    name: str | None = None  # for logs and metrics; defaults to the path template
+    methods: tuple[Method, ...] = ALL_METHODS
+    host: str | None = None
+    upstream: str | None = None
+    rewrite: str | None = None
+    headers: HeadersSpec = HeadersSpec()
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        if isinstance(value, list | tuple):
+            return tuple(item.upper() if isinstance(item, str) else item for item in value)
+        return value
+
+    @field_validator("methods")
+    @classmethod
+    def _some_methods(cls, value: tuple[Method, ...]) -> tuple[Method, ...]:
+        if not value:
+            raise ValueError("must name at least one method")
+        if len(set(value)) != len(value):
+            raise ValueError("lists a method twice")
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"must start with '/', got {value!r}")
+        names = [name for name, _ in template_params(value)]
+        if len(set(names)) != len(names):
+            raise ValueError(f"repeats a parameter name in {value!r}")
+        for name, convertor in template_params(value):
+            if convertor and convertor not in CONVERTORS:
+                raise ValueError(
+                    f"unknown convertor '{convertor}' for {{{name}}} (known: {', '.join(sorted(CONVERTORS))})"
+                )
+        catch_all = [match for match in PARAM.finditer(value) if match.group(2) == "path"]
+        if catch_all and (len(catch_all) > 1 or catch_all[0].end() != len(value)):
+            raise ValueError("a {name:path} catch-all may only end the path")
+        if "{" in PARAM.sub("", value) or "}" in PARAM.sub("", value):
+            raise ValueError(f"has an unbalanced or malformed '{{...}}' in {value!r}")
+        return value
+
+    @field_validator("rewrite")
+    @classmethod
+    def _rewrite_template(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError(f"must start with '/', got {value!r}")
+        return value
+
+    @field_validator("host")
+    @classmethod
+    def _hostname(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9.-]+(:\d+)?", value):
+            raise ValueError(f"must be a host name, optionally with :port, got {value!r}")
+        return None if value is None else value.lower()
+
+    @property
+    def label(self) -> str:
+        return self.name or self.path
+
+
+class RouteFile(StrictModel):
+    upstreams: dict[str, UpstreamSpec] = {}
+    routes: tuple[RouteSpec, ...] = Field(min_length=1)
+
+
+def template_params(template: str) -> Iterator[tuple[str, str | None]]:
+    """(name, convertor) for each `{name}` / `{name:convertor}` in a path template."""
+    for match in PARAM.finditer(template):
+        yield match.group(1), match.group(2)
+
+
+def _check_field_name(name: str) -> None:
+    if not _TOKEN.match(name):
+        raise ValueError(f"{name!r} is not a valid header name")
+
+
+def _route_shape(route: RouteSpec) -> tuple[str | None, str]:
+    """Two routes with the same shape match the same requests, whatever they call their parameters."""
+    return route.host, PARAM.sub(lambda m: "{" + (m.group(2) or "str") + "}", route.path)
+
+
+def cross_reference_issues(file: RouteFile) -> list[tuple[Loc, str]]:
+    """What only the whole file can tell: unknown names, unknown rewrite parameters, conflicting routes."""
+    issues: list[tuple[Loc, str]] = []
+    known = ", ".join(sorted(file.upstreams)) or "none defined"
+    seen: dict[tuple[str | None, str], list[tuple[int, RouteSpec]]] = {}
+    for index, route in enumerate(file.routes):
+        loc: Loc = ("routes", index)
+        if route.upstream is None:
+            issues.append((loc, "needs an upstream"))
+        elif route.upstream not in file.upstreams:
+            issues.append(((*loc, "upstream"), f"unknown upstream '{route.upstream}' (known: {known})"))
+        if route.rewrite is not None:
+            params = {name for name, _ in template_params(route.path)}
+            for name, _ in template_params(route.rewrite):
+                if name not in params:
+                    issues.append(
+                        ((*loc, "rewrite"), f"uses {{{name}}}, which the path {route.path!r} does not define")
+                    )
+        for other_index, other in seen.setdefault(_route_shape(route), []):
+            shared = sorted(set(route.methods) & set(other.methods))
+            if shared:
+                issues.append((loc, f"conflicts with routes[{other_index}] ({other.path}) for {', '.join(shared)}"))
+        seen[_route_shape(route)].append((index, route))
+    return issues

@@ -1,0 +1,50 @@
+"""`make run`: the demo upstreams on their ports, and the gateway in front of them with examples/routes.yaml.
+
+Ports come from USERS_PORT (9001), ORDERS_PORT (9002) and GATEWAY_PORT (8080). The upstreams' sockets are
+bound here before anything starts, so the gateway never finds them missing.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def listening_socket(port: int) -> socket.socket:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve_upstream(app: str, sock: socket.socket) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "uvicorn", f"upstreams:{app}", "--app-dir", str(HERE), "--fd", str(sock.fileno())]
+    return subprocess.Popen([*command, "--log-level", "warning"], pass_fds=[sock.fileno()])
+
+
+def main() -> int:
+    env = {"GATEWAY_ROUTES_FILE": str(HERE / "routes.yaml"), **os.environ}
+    env.setdefault("USERS_PORT", "9001")
+    env.setdefault("ORDERS_PORT", "9002")
+    os.environ.update(env)  # the route file reads the ports from the environment
+    sockets = {name: listening_socket(int(env[f"{name.upper()}_PORT"])) for name in ("users", "orders")}
+    upstreams = [serve_upstream(name, sock) for name, sock in sockets.items()]
+    print(f"demo upstreams: users on :{env['USERS_PORT']}, orders on :{env['ORDERS_PORT']}", flush=True)
+    try:
+        return subprocess.call([sys.executable, "-m", "gateway", "run"], env=env)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for process in upstreams:
+            process.terminate()
+        for process in upstreams:
+            process.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

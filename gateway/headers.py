@@ -1,0 +1,117 @@
+"""Header policy between client and upstream, prepared once per route as byte tuples.
+
+Hop-by-hop fields are dropped in both directions (RFC 9110 §7.6.1), including every field the `Connection`
+header names. Towards the upstream, `Host` becomes the upstream's and X-Forwarded-For/Proto/Host and
+`Forwarded` (RFC 7239) describe this hop. Repeated fields and their order are kept byte for byte.
+"""
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from email.utils import formatdate
+
+RawHeaders = list[tuple[bytes, bytes]]
+
+HOP_BY_HOP = frozenset(
+    {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade"}
+)
+# Replaced by this hop's own values (X-Forwarded-For and Forwarded are appended to instead).
+_REPLACED = frozenset({b"host", b"x-forwarded-proto", b"x-forwarded-host"})
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderRules:
+    """A route's own edits: drop `remove` (and what `set` replaces), then append `set` and `add`."""
+
+    remove: frozenset[bytes] = frozenset()
+    append: tuple[tuple[bytes, bytes], ...] = ()
+
+    @classmethod
+    def build(cls, remove: Iterable[str], set_: dict[str, str], add: dict[str, str]) -> "HeaderRules":
+        names = {name.lower().encode("latin-1") for name in remove} | {name.lower().encode("latin-1") for name in set_}
+        append = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in set_.items()]
+        append += [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in add.items()]
+        return cls(frozenset(names), tuple(append))
+
+
+def connection_tokens(headers: RawHeaders) -> frozenset[bytes]:
+    """Field names listed in `Connection` headers: hop-by-hop for this message only."""
+    tokens = [token.strip().lower() for name, value in headers if name == b"connection" for token in value.split(b",")]
+    return frozenset(token for token in tokens if token)
+
+
+def upstream_request_headers(
+    headers: RawHeaders,
+    *,
+    host: bytes,
+    scheme: str,
+    client: tuple[str, int] | None,
+    rules: HeaderRules,
+) -> RawHeaders:
+    """The client's header fields as the upstream should see them."""
+    drop = HOP_BY_HOP | _REPLACED | rules.remove
+    if any(name == b"connection" for name, _ in headers):
+        drop |= connection_tokens(headers)
+    forwarded_for: list[bytes] = []
+    forwarded: list[bytes] = []
+    original_host = b""
+    result: RawHeaders = []
+    for name, value in headers:  # ASGI servers lower-case field names
+        if name == b"x-forwarded-for":
+            forwarded_for.append(value)
+        elif name == b"forwarded":
+            forwarded.append(value)
+        elif name == b"host":
+            original_host = value
+        elif name not in drop:
+            result.append((name, value))
+    proto = scheme.encode("latin-1")
+    result.append((b"host", host))
+    if client is not None:
+        address = client[0].encode("latin-1")
+        result.append((b"x-forwarded-for", b", ".join([*forwarded_for, address])))
+        node = b'"[' + address + b']"' if b":" in address else address
+        element = b"for=" + node + b";proto=" + proto
+    else:
+        if forwarded_for:
+            result.append((b"x-forwarded-for", b", ".join(forwarded_for)))
+        element = b"proto=" + proto
+    if original_host:
+        element += b';host="' + original_host.replace(b'"', b"") + b'"'
+        result.append((b"x-forwarded-host", original_host))
+    result.append((b"x-forwarded-proto", proto))
+    result.append((b"forwarded", b", ".join([*forwarded, element])))
+    result.extend(rules.append)
+    return result
+
+
+def client_response_headers(headers: RawHeaders, rules: HeaderRules) -> RawHeaders:
+    """The upstream's header fields as the client should see them, names lower-cased as ASGI expects.
+
+    A response without Date gets one (RFC 9110 §6.6.1); the server is told not to add its own, which
+    would duplicate the upstream's.
+    """
+    lowered = [(name.lower(), value) for name, value in headers]
+    drop = HOP_BY_HOP | rules.remove
+    if any(name == b"connection" for name, _ in lowered):
+        drop |= connection_tokens(lowered)
+    result = [(name, value) for name, value in lowered if name not in drop]
+    if not any(name == b"date" for name, _ in result):
+        result.append((b"date", current_http_date()))
+    result.extend(rules.append)
+    return result
+
+
+_date_cache: tuple[int, bytes] = (0, b"")
+
+
+def current_http_date() -> bytes:
+    """IMF-fixdate of the current second, formatted once per second."""
+    global _date_cache
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache = (now, formatdate(now, usegmt=True).encode("ascii"))
+    return _date_cache[1]
+
+
+NO_RULES = HeaderRules()

@@ -1,0 +1,235 @@
+"""The proxy endpoint: plain ASGI, headers prepared as byte tuples, small bodies sent whole.
+
+A body with a known length up to WHOLE_BODY_BYTES is read in one piece and sent in one message, in both
+directions; anything larger or of unknown length is streamed chunk by chunk. Upstream failures become
+problem+json only while the response has not started (after that, the connection is cut).
+"""
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from urllib.parse import quote
+
+from starlette.responses import JSONResponse
+from starlette.types import Message, Receive, Scope, Send
+
+from gateway.headers import NO_RULES, HeaderRules, RawHeaders, client_response_headers, upstream_request_headers
+from gateway.upstreams import Body, Upstream, UpstreamError, UpstreamResponse, UpstreamTimeout
+from middleware.problem import problem_response
+
+logger = logging.getLogger("gateway.proxy")
+
+WHOLE_BODY_BYTES = 256 * 1024
+_NO_BODY_STATUSES = frozenset({204, 304})
+# RFC 3986 pchar, kept as is when a path parameter is put back into a rewritten path.
+_PCHAR_SAFE = "!$&'()*+,;=:@-._~"
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class BadRequestBody(Exception):
+    pass
+
+
+class PathRewrite:
+    """`/users/{id}` filled from the route's path parameters, each percent-encoded again."""
+
+    __slots__ = ("_catch_all", "_parts")
+
+    def __init__(self, template: str, catch_all: frozenset[str]) -> None:
+        self._parts: list[tuple[str, str | None]] = []  # (literal, parameter name or None)
+        rest = template
+        while "{" in rest:
+            literal, _, tail = rest.partition("{")
+            name, _, rest = tail.partition("}")
+            self._parts.append((literal, name))
+        self._parts.append((rest, None))
+        self._catch_all = catch_all
+
+    def __call__(self, params: dict[str, object]) -> str:
+        out: list[str] = []
+        for literal, name in self._parts:
+            out.append(literal)
+            if name is not None:
+                out.append(quote(str(params[name]), safe=_PCHAR_SAFE + ("/" if name in self._catch_all else "")))
+        return "".join(out)
+
+
+def declared_length(headers: RawHeaders) -> int | None:
+    """Content-Length, or None when absent; a malformed or contradictory one is a bad request (RFC 9112 §6.3)."""
+    values = [value for name, value in headers if name == b"content-length"]
+    if not values:
+        return None
+    if len(set(values)) != 1 or not values[0].isdigit():
+        raise BadRequestBody("malformed Content-Length")
+    return int(values[0])
+
+
+async def read_whole(receive: Receive, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise BadRequestBody("client disconnected during the request body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if limit and size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+class StreamedBody:
+    """The request body as an async iterator for the transport, with the size limit checked as it flows."""
+
+    def __init__(self, receive: Receive, limit: int) -> None:
+        self._receive, self._limit = receive, limit
+        self.too_large = False
+        self.finished = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        size = 0
+        while not self.finished:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                raise BadRequestBody("client disconnected during the request body")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if self._limit and size > self._limit:
+                self.too_large = True
+                raise BodyTooLarge
+            self.finished = not message.get("more_body", False)
+            if chunk:
+                yield chunk
+
+
+async def _wait_for_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+class ProxyHandler:
+    """Forwards a request to one upstream and relays its answer."""
+
+    def __init__(
+        self,
+        upstream: Upstream,
+        *,
+        rewrite: PathRewrite | None = None,
+        request_rules: HeaderRules = NO_RULES,
+        response_rules: HeaderRules = NO_RULES,
+        max_body_bytes: int = 0,
+    ) -> None:
+        self.upstream = upstream
+        self.rewrite = rewrite
+        self.request_rules = request_rules
+        self.response_rules = response_rules
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.forward(self.upstream, scope, receive, send)
+
+    def target(self, upstream: Upstream, scope: Scope) -> str:
+        if self.rewrite is not None:
+            path = self.rewrite(scope["path_params"])
+        else:
+            raw = scope.get("raw_path")
+            path = raw.decode("latin-1") if raw else quote(scope["path"], safe="/" + _PCHAR_SAFE)
+        query = scope["query_string"]
+        return f"{upstream.base_url}{path}?{query.decode('latin-1')}" if query else upstream.base_url + path
+
+    async def forward(self, upstream: Upstream, scope: Scope, receive: Receive, send: Send) -> None:
+        headers: RawHeaders = scope["headers"]
+        body: Body
+        try:
+            length = declared_length(headers)
+            if length is not None and self.max_body_bytes and length > self.max_body_bytes:
+                raise BodyTooLarge
+            if length is None and not any(name == b"transfer-encoding" for name, _ in headers):
+                body = b""  # neither Content-Length nor Transfer-Encoding: no body (RFC 9112 §6.3)
+            elif length is not None and length <= WHOLE_BODY_BYTES:
+                body = await read_whole(receive, self.max_body_bytes)
+            else:
+                body = StreamedBody(receive, self.max_body_bytes)
+        except BodyTooLarge:
+            await _too_large(self.max_body_bytes)(scope, receive, send)
+            return
+        except BadRequestBody as exc:
+            await problem_response(400, str(exc))(scope, receive, send)
+            return
+
+        outgoing = upstream_request_headers(
+            headers, host=upstream.host, scheme=scope["scheme"], client=scope.get("client"), rules=self.request_rules
+        )
+        try:
+            response = await upstream.transport.send(scope["method"], self.target(upstream, scope), outgoing, body)
+        except (UpstreamError, BodyTooLarge, BadRequestBody) as exc:
+            if isinstance(body, StreamedBody) and body.too_large:
+                await _too_large(self.max_body_bytes)(scope, receive, send)
+            else:
+                await _upstream_problem(upstream, exc)(scope, receive, send)
+            return
+        try:
+            body_done = not isinstance(body, StreamedBody) or body.finished
+            await self._relay(upstream, response, scope, receive, send, body_done=body_done)
+        finally:
+            await response.close()
+
+    async def _relay(
+        self,
+        upstream: Upstream,
+        response: UpstreamResponse,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        *,
+        body_done: bool,
+    ) -> None:
+        start: Message = {
+            "type": "http.response.start",
+            "status": response.status,
+            "headers": client_response_headers(response.headers, self.response_rules),
+        }
+        if scope["method"] == "HEAD" or response.status in _NO_BODY_STATUSES:
+            await send(start)
+            await send({"type": "http.response.body", "body": b""})
+            return
+        length = response.content_length
+        if length is not None and length <= WHOLE_BODY_BYTES:
+            try:
+                content = await response.read()
+            except UpstreamError as exc:
+                await _upstream_problem(upstream, exc)(scope, receive, send)
+                return
+            await send(start)
+            await send({"type": "http.response.body", "body": content})
+            return
+        await send(start)
+        # Nobody reads `receive` any more once the request body is in, so a disconnect can be watched for.
+        disconnected = asyncio.ensure_future(_wait_for_disconnect(receive)) if body_done else None
+        try:
+            async for chunk in response.chunks():
+                if disconnected is not None and disconnected.done():
+                    return
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        finally:
+            if disconnected is not None:
+                disconnected.cancel()
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return problem_response(413, f"The request body exceeds {limit} bytes.")
+
+
+def _upstream_problem(upstream: Upstream, exc: Exception) -> JSONResponse:
+    if isinstance(exc, UpstreamTimeout):
+        logger.warning("upstream %s timed out: %s", upstream.name, exc)
+        return problem_response(504, "The upstream did not answer in time.", upstream=upstream.name)
+    logger.warning("upstream %s failed: %s: %s", upstream.name, type(exc).__name__, exc)
+    return problem_response(502, "The upstream could not be reached or answered badly.", upstream=upstream.name)

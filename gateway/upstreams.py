@@ -1,0 +1,234 @@
+"""The transport seam: send one request to an upstream, get status, headers and a body to read or stream.
+
+Two implementations, chosen per upstream. aiohttp's client is the default: httpx 0.28's pool collapses under
+concurrency (DESIGN.md, "The hot path"). httpx serves what only it does: HTTP/2 upstreams and in-process
+ASGI apps. Both map their failures onto one hierarchy, so the proxy answers 502/504 the same way:
+
+    UpstreamError
+     ├── UpstreamTimeout        no answer (or no body bytes) within the configured time     -> 504
+     ├── UpstreamUnreachable    refused, reset, closed early, name not resolved             -> 502
+     └── UpstreamBadResponse    an answer that is not valid HTTP                            -> 502
+"""
+
+import asyncio
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Protocol
+
+import aiohttp
+import httpx
+from starlette.types import ASGIApp
+from yarl import URL
+
+from gateway.headers import RawHeaders
+
+Body = bytes | AsyncIterable[bytes]
+
+
+class UpstreamError(Exception):
+    """The upstream could not be asked, or did not answer properly."""
+
+
+class UpstreamTimeout(UpstreamError):
+    pass
+
+
+class UpstreamUnreachable(UpstreamError):
+    pass
+
+
+class UpstreamBadResponse(UpstreamError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    connect: float
+    read: float  # between two reads of the answer, not for the whole answer
+    pool: float  # waiting for a free pooled connection
+
+
+class UpstreamResponse(Protocol):
+    status: int
+    headers: RawHeaders
+    content_length: int | None
+
+    async def read(self) -> bytes: ...
+
+    def chunks(self) -> AsyncIterator[bytes]: ...
+
+    async def close(self) -> None:
+        """Return the connection to the pool (or drop it when the body was not read to the end)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """A named upstream: where requests go, the Host header they carry, and the transport that takes them."""
+
+    name: str
+    base_url: str  # scheme://host[:port][/base-path], no trailing slash
+    host: bytes
+    transport: "Transport"
+
+
+class Transport(Protocol):
+    async def start(self) -> None: ...
+
+    async def send(self, method: str, url: str, headers: RawHeaders, body: Body) -> UpstreamResponse: ...
+
+    async def aclose(self) -> None: ...
+
+
+# aiohttp ---------------------------------------------------------------------------------------------------
+
+# aiohttp would otherwise add these; a proxy forwards only what the client sent.
+_AIOHTTP_SKIP_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
+
+
+@contextmanager
+def _aiohttp_errors() -> Iterator[None]:
+    try:
+        yield
+    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        raise UpstreamTimeout(str(exc) or "timed out") from exc
+    except aiohttp.ClientResponseError as exc:  # includes malformed status lines and headers
+        raise UpstreamBadResponse(str(exc)) from exc
+    except aiohttp.ClientPayloadError as exc:
+        raise UpstreamBadResponse(str(exc)) from exc
+    except (aiohttp.ClientError, OSError) as exc:
+        raise UpstreamUnreachable(str(exc) or type(exc).__name__) from exc
+
+
+class _AiohttpResponse:
+    __slots__ = ("_response", "content_length", "headers", "status")
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+        self.status = response.status
+        self.headers: RawHeaders = list(response.raw_headers)
+        self.content_length = response.content_length
+
+    async def read(self) -> bytes:
+        with _aiohttp_errors():
+            return await self._response.read()
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        with _aiohttp_errors():
+            async for chunk in self._response.content.iter_any():
+                yield chunk
+
+    async def close(self) -> None:
+        self._response.release()
+
+
+class AiohttpTransport:
+    """A keep-alive pool per upstream and worker; created in the app's lifespan, closed at shutdown."""
+
+    def __init__(self, *, pool_size: int, timeouts: Timeouts) -> None:
+        self._pool_size = pool_size
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, connect=timeouts.pool + timeouts.connect, sock_connect=timeouts.connect, sock_read=timeouts.read
+        )
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._pool_size, limit_per_host=self._pool_size),
+                timeout=self._timeout,
+                auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                skip_auto_headers=_AIOHTTP_SKIP_AUTO_HEADERS,
+            )
+
+    async def send(self, method: str, url: str, headers: RawHeaders, body: Body) -> UpstreamResponse:
+        if self._session is None:
+            raise RuntimeError("transport used before start(): run the app's lifespan")
+        fields = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in headers]
+        with _aiohttp_errors():
+            response = await self._session.request(
+                method, URL(url, encoded=True), headers=fields, data=body or None, allow_redirects=False
+            )
+        return _AiohttpResponse(response)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+# httpx -----------------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _httpx_errors() -> Iterator[None]:
+    try:
+        yield
+    except (TimeoutError, httpx.TimeoutException) as exc:
+        raise UpstreamTimeout(str(exc) or "timed out") from exc
+    except httpx.RemoteProtocolError as exc:
+        raise UpstreamBadResponse(str(exc)) from exc
+    except (httpx.TransportError, OSError) as exc:
+        raise UpstreamUnreachable(str(exc) or type(exc).__name__) from exc
+
+
+class _HttpxResponse:
+    __slots__ = ("_response", "content_length", "headers", "status")
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+        self.status = response.status_code
+        self.headers: RawHeaders = list(response.headers.raw)
+        length = response.headers.get("content-length")
+        self.content_length = int(length) if length is not None and length.isdigit() else None
+
+    async def read(self) -> bytes:
+        with _httpx_errors():
+            return b"".join([chunk async for chunk in self._response.aiter_raw()])
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        with _httpx_errors():
+            async for chunk in self._response.aiter_raw():
+                yield chunk
+
+    async def close(self) -> None:
+        await self._response.aclose()
+
+
+class HttpxTransport:
+    """HTTP/2 upstreams, and ASGI apps called in-process (`app=`), through httpx's transport layer.
+
+    Requests go to the transport directly, not through `AsyncClient`, which would add its own default
+    headers (Accept-Encoding among them) to what the client sent.
+    """
+
+    def __init__(self, *, pool_size: int, timeouts: Timeouts, http2: bool = False, app: ASGIApp | None = None) -> None:
+        self._timeout = httpx.Timeout(
+            connect=timeouts.connect, read=timeouts.read, write=timeouts.read, pool=timeouts.pool
+        )
+        self._extensions = {"timeout": self._timeout.as_dict()}
+        self._app_timeout = timeouts.read
+        self._transport: httpx.AsyncBaseTransport
+        if app is not None:
+            self._transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        else:
+            limits = httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size)
+            self._transport = httpx.AsyncHTTPTransport(http2=http2, limits=limits)
+        self._in_process = app is not None
+
+    async def start(self) -> None:
+        """Nothing to open: httpx connects on first use."""
+
+    async def send(self, method: str, url: str, headers: RawHeaders, body: Body) -> UpstreamResponse:
+        request = httpx.Request(method, url, headers=headers, content=body, extensions=self._extensions)
+        with _httpx_errors():
+            if self._in_process:  # an in-process app has no socket timeouts to trip
+                async with asyncio.timeout(self._app_timeout):
+                    response = await self._transport.handle_async_request(request)
+            else:
+                response = await self._transport.handle_async_request(request)
+        return _HttpxResponse(response)
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
