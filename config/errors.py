@@ -2,6 +2,8 @@
 
 from dataclasses import dataclass
 
+from pydantic_core import ErrorDetails
+
 
 @dataclass(frozen=True, slots=True)
 class ConfigIssue:
@@ -23,3 +25,10 @@ class ConfigError(ValueError):
     def __init__(self, issues: list[ConfigIssue]) -> None:
         super().__init__("\n".join(str(issue) for issue in issues))
         self.issues = issues
+
+
+def error_message(error: ErrorDetails) -> str:
+    """Pydantic's message, worded for someone editing a file rather than calling a constructor."""
+    if error["type"] == "extra_forbidden":
+        return "unknown key"
+    return error["msg"].removeprefix("Value error, ")

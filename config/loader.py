@@ -11,9 +11,8 @@ from pathlib import Path
 
 import yaml
 from pydantic import ValidationError
-from pydantic_core import ErrorDetails
 
-from config.errors import ConfigError, ConfigIssue
+from config.errors import ConfigError, ConfigIssue, error_message
 from config.routes import Loc, RouteFile, cross_reference_issues
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -43,7 +42,7 @@ def load_route_file(path: Path, environ: Mapping[str, str] | None = None) -> Rou
         routes = RouteFile.model_validate(data)
     except ValidationError as exc:
         issues += [
-            ConfigIssue(source, line_of(root, error["loc"]), field_path(error["loc"]), _message(error))
+            ConfigIssue(source, line_of(root, error["loc"]), field_path(error["loc"]), error_message(error))
             for error in exc.errors()
         ]
     else:
@@ -91,12 +90,6 @@ def _expand(value: str, environ: Mapping[str, str]) -> tuple[str, list[str]]:
         return default
 
     return _ENV_REFERENCE.sub(replace, value), missing
-
-
-def _message(error: ErrorDetails) -> str:
-    if error["type"] == "extra_forbidden":
-        return "unknown key"
-    return error["msg"].removeprefix("Value error, ")
 
 
 def line_of(root: yaml.Node, loc: Loc) -> int:

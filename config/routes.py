@@ -158,7 +158,14 @@ class RouteSpec(StrictModel):
 
 class RouteFile(StrictModel):
     upstreams: dict[str, UpstreamSpec] = {}
-    routes: tuple[RouteSpec, ...] = Field(min_length=1)
+    routes: tuple[RouteSpec, ...]
+
+    @field_validator("routes")
+    @classmethod
+    def _some_routes(cls, value: tuple[RouteSpec, ...]) -> tuple[RouteSpec, ...]:
+        if not value:
+            raise ValueError("must list at least one route")
+        return value
 
 
 def template_params(template: str) -> Iterator[tuple[str, str | None]]:

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, RedisDsn, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from config.errors import ConfigError, ConfigIssue
+from config.errors import ConfigError, ConfigIssue, error_message
 
 ENV_PREFIX = "GATEWAY_"
 NESTED_DELIMITER = "__"
@@ -68,7 +68,7 @@ def load_settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         issues = [
-            ConfigIssue("environment", None, env_name(error["loc"]), f"{error['msg']} (got {error['input']!r})")
+            ConfigIssue("environment", None, env_name(error["loc"]), f"{error_message(error)} (got {error['input']!r})")
             for error in exc.errors()
         ]
         raise ConfigError(issues) from None

@@ -169,10 +169,16 @@ class ProxyHandler:
         try:
             response = await upstream.transport.send(scope["method"], self.target(upstream, scope), outgoing, body)
         except (UpstreamError, BodyTooLarge, BadRequestBody) as exc:
-            if isinstance(body, StreamedBody) and body.too_large:
-                await _too_large(self.max_body_bytes)(scope, receive, send)
-            else:
-                await _upstream_problem(upstream, exc)(scope, receive, send)
+            failure: Exception | None = exc
+        else:
+            failure = None
+        if isinstance(body, StreamedBody) and body.too_large:  # however the transport reported it
+            if failure is None:
+                await response.close()
+            await _too_large(self.max_body_bytes)(scope, receive, send)
+            return
+        if failure is not None:
+            await _upstream_problem(upstream, failure)(scope, receive, send)
             return
         try:
             body_done = not isinstance(body, StreamedBody) or body.finished

@@ -1,0 +1,36 @@
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.types import ASGIApp
+
+from config.loader import load_route_file
+from config.settings import Settings
+from gateway.app import build_app
+
+GatewayFactory = Callable[..., Starlette]
+
+
+@pytest.fixture
+def make_gateway(tmp_path: Path) -> GatewayFactory:
+    """Build the gateway from a route file's text; `upstreams` serves named upstreams in-process."""
+
+    def build(routes_yaml: str, *, upstreams: Mapping[str, ASGIApp] | None = None, **settings: Any) -> Starlette:
+        path = tmp_path / "routes.yaml"
+        path.write_text(routes_yaml)
+        return build_app(Settings(routes_file=path, **settings), load_route_file(path), upstream_apps=upstreams)
+
+    return build
+
+
+@asynccontextmanager
+async def client_for(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client calling `app` in-process, with the app's lifespan run around it."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 5000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw.test") as client:
+            yield client
