@@ -1,0 +1,138 @@
+"""flagd compatibility: evaluates flagd flag definitions with JsonLogic and flagd's custom operators.
+
+Targeting runs on panzi-json-logic (the JsonLogic the OpenFeature flagd Python provider used) with flagd's
+operators added: `fractional` (bucketing from flags.rollout), `sem_ver`, `starts_with`, `ends_with`. The data
+it sees is flagd's: the context's attributes, `targetingKey`, and `$flagd.flagKey` / `$flagd.timestamp`.
+Outcomes follow flagd's evaluator: no targeting gives the default variant (STATIC); targeting returning null
+gives it too (DEFAULT); a variant name gives that variant (TARGETING_MATCH, also for `fractional`); a name
+that is not a variant, or targeting that fails, gives reason ERROR. A flag without `defaultVariant` falls
+back to the code default. Operator misuse yields null, as in current flagd, so the default variant applies.
+"""
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from json_logic import jsonLogic
+from json_logic.builtins import BUILTINS
+
+from flags.definitions import FlagdFlag
+from flags.evaluator import EvaluationError
+from flags.model import EvaluationContext, Flag
+from flags.resolution import ErrorCode, Reason, Resolution
+from flags.rollout import MAX_TOTAL_WEIGHT, Weighted
+from flags.semver import COMPARISONS, parse_version
+
+Operation = Callable[..., Any]
+
+
+def fractional(data: Any, *args: Any) -> Any:
+    """`{"fractional": [bucketBy?, [variant, weight?], ...]}`: flagd's sticky weighted choice.
+
+    Without a string first argument the bucketing key is `$flagd.flagKey + targetingKey` (a null first
+    argument, e.g. a missing `var`, is dropped first, as flagd's Go evaluator does). Weights default to 1,
+    must be whole numbers, count as 0 when negative, and may add up to at most 2**31 - 1.
+    """
+    if not args:
+        return None
+    if isinstance(args[0], str):
+        bucketing_key, buckets = args[0], args[1:]
+    else:
+        buckets = args[1:] if args[0] is None else args
+        targeting_key = data.get("targetingKey") if isinstance(data, dict) else None
+        if not isinstance(targeting_key, str):
+            return None
+        flagd = data.get("$flagd")
+        flag_key = flagd.get("flagKey", "") if isinstance(flagd, dict) else ""
+        bucketing_key = f"{flag_key}{targeting_key}"
+    entries: list[tuple[Any, int]] = []
+    for entry in buckets:
+        if not isinstance(entry, list) or not entry or isinstance(entry[0], list | dict):
+            return None
+        weight = entry[1] if len(entry) > 1 and entry[1] is not None else 1
+        if type(weight) is not int and (type(weight) is not float or not weight.is_integer()):
+            return None
+        entries.append((entry[0], min(max(int(weight), 0), MAX_TOTAL_WEIGHT + 1)))
+    try:
+        return Weighted(entries).pick(bucketing_key)
+    except ValueError:  # no weight at all, or too much of it
+        return None
+
+
+def sem_ver(data: Any, *args: Any) -> bool | None:
+    """`{"sem_ver": [version, op, version]}` with op one of = != < <= > >= ^ ~ (see flags.semver)."""
+    if len(args) != 3 or not isinstance(args[0], str) or not isinstance(args[2], str):
+        return None
+    compare = COMPARISONS.get(args[1]) if isinstance(args[1], str) else None
+    left, right = parse_version(args[0]), parse_version(args[2])
+    if compare is None or left is None or right is None:
+        return None
+    return compare(left, right)
+
+
+def _string_test(test: Callable[[str, str], bool]) -> Operation:
+    def operation(data: Any, *args: Any) -> bool | None:
+        if len(args) != 2 or not isinstance(args[0], str) or not isinstance(args[1], str):
+            return None
+        return test(args[0], args[1])
+
+    return operation
+
+
+OPERATIONS: dict[str, Any] = {
+    **BUILTINS,
+    "fractional": fractional,
+    "sem_ver": sem_ver,
+    "starts_with": _string_test(str.startswith),
+    "ends_with": _string_test(str.endswith),
+}
+
+
+def variant_key(result: object) -> str:
+    """The variant name a targeting result selects: flagd stringifies it (true -> "true", 2.0 -> "2")."""
+    if isinstance(result, bool):
+        return "true" if result else "false"
+    if isinstance(result, float) and result.is_integer():
+        return str(int(result))
+    return str(result)
+
+
+class FlagdEvaluator:
+    __slots__ = ("_default", "_disabled", "_static", "_targeting", "_variants", "flag")
+
+    def __init__(self, definition: FlagdFlag, flag: Flag[Any]) -> None:
+        self.flag = flag
+        parse = flag.codec.parse
+        self._variants = {
+            name: Resolution(parse(value), Reason.TARGETING_MATCH, name) for name, value in definition.variants.items()
+        }
+        self._disabled = Resolution(flag.default, Reason.DISABLED) if definition.state == "DISABLED" else None
+        name = definition.default_variant
+        self._default = (
+            Resolution(parse(definition.variants[name]), Reason.DEFAULT, name)
+            if name is not None
+            else Resolution(flag.default, Reason.DEFAULT)
+        )
+        self._static = Resolution(self._default.value, Reason.STATIC, name) if name is not None else self._default
+        self._targeting = definition.targeting if definition.targeting not in ({}, None) else None
+
+    def evaluate(self, context: EvaluationContext) -> Resolution[Any]:
+        if self._disabled is not None:
+            return self._disabled
+        if self._targeting is None:
+            return self._static
+        data = {
+            **context.attributes,
+            "targetingKey": context.targeting_key,
+            "$flagd": {"flagKey": self.flag.key, "timestamp": int(time.time())},
+        }
+        try:
+            result = jsonLogic(self._targeting, data, OPERATIONS)
+        except Exception as exc:  # any failure of the expression is the definition's, not the caller's
+            raise EvaluationError(ErrorCode.PARSE_ERROR, f"targeting failed: {exc!r}") from exc
+        if result is None:
+            return self._default
+        resolution = self._variants.get(variant_key(result))
+        if resolution is None:
+            raise EvaluationError(ErrorCode.GENERAL, f"targeting chose {result!r}, which is not a variant")
+        return resolution

@@ -1,0 +1,58 @@
+"""Semantic versions the way flagd's `sem_ver` reads them (Go's golang.org/x/mod/semver, SemVer 2.0.0 §11).
+
+A leading "v" is optional; "1" and "1.2" are shorthands for "1.0.0" and "1.2.0"; build metadata is ignored
+when comparing; a pre-release sorts before its release. "2.0.0.0" or "01.2.3" are not versions.
+"""
+
+import operator
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+_NUMBER = r"0|[1-9][0-9]*"
+_IDENTIFIERS = r"[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*"
+_VERSION = re.compile(
+    rf"v?(?P<major>{_NUMBER})(?:\.(?P<minor>{_NUMBER})"
+    rf"(?:\.(?P<patch>{_NUMBER})(?:-(?P<pre>{_IDENTIFIERS}))?(?:\+{_IDENTIFIERS})?)?)?"
+)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Version:
+    """Fields are in SemVer precedence order (§11), so the generated comparisons are the right ones."""
+
+    major: int
+    minor: int
+    patch: int
+    is_release: bool  # a release sorts after its pre-releases
+    pre: tuple[tuple[int, int | str], ...]  # numeric identifiers (0, n) sort before alphanumeric ones (1, s)
+
+
+def parse_version(text: str) -> Version | None:
+    """The version `text` names, or None when it is not one."""
+    match = _VERSION.fullmatch(text)
+    if match is None:
+        return None
+    pre: list[tuple[int, int | str]] = []
+    for identifier in match["pre"].split(".") if match["pre"] else ():
+        if identifier.isdigit():
+            if len(identifier) > 1 and identifier.startswith("0"):
+                return None  # numeric identifiers must not have leading zeros (§9)
+            pre.append((0, int(identifier)))
+        else:
+            pre.append((1, identifier))
+    return Version(int(match["major"]), int(match["minor"] or 0), int(match["patch"] or 0), not pre, tuple(pre))
+
+
+Comparison = Callable[[Version, Version], bool]
+
+COMPARISONS: dict[str, Comparison] = {
+    "=": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "^": lambda a, b: a.major == b.major,  # same major version
+    "~": lambda a, b: (a.major, a.minor) == (b.major, b.minor),  # same major.minor
+}
