@@ -1,0 +1,33 @@
+"""RFC 9111 shared cache for any ASGI app: `CacheMiddleware` over a `MemoryStore`, a `RedisStore`
+shared by replicas, or a `TieredStore` of both.
+
+Layout (hishel's split): cachecontrol.py and policy.py are pure rules, keys.py builds keys, store.py
+defines what is stored, memory.py / redis.py / tiered.py store it, middleware.py is the only I/O driver.
+"""
+
+from middleware.cache.cachecontrol import delta_seconds, format_cache_control, parse_cache_control
+from middleware.cache.keys import KeyRules, UrlKey, url_key_for
+from middleware.cache.memory import MemoryStore
+from middleware.cache.middleware import CacheMiddleware
+from middleware.cache.policy import CacheOptions
+from middleware.cache.redis import RedisStore
+from middleware.cache.store import CacheStore, StoredResponse, StoreUnavailable, VaryIndex
+from middleware.cache.tiered import TieredStore
+
+__all__ = [
+    "CacheMiddleware",
+    "CacheOptions",
+    "CacheStore",
+    "KeyRules",
+    "MemoryStore",
+    "RedisStore",
+    "StoreUnavailable",
+    "StoredResponse",
+    "TieredStore",
+    "UrlKey",
+    "VaryIndex",
+    "delta_seconds",
+    "format_cache_control",
+    "parse_cache_control",
+    "url_key_for",
+]
