@@ -5,6 +5,7 @@ bound here before anything starts, so the gateway never finds them missing.
 """
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -31,18 +32,21 @@ def main() -> int:
     env = {"GATEWAY_ROUTES_FILE": str(HERE / "routes.yaml"), **os.environ}
     env.setdefault("USERS_PORT", "9001")
     env.setdefault("ORDERS_PORT", "9002")
-    os.environ.update(env)  # the route file reads the ports from the environment
     sockets = {name: listening_socket(int(env[f"{name.upper()}_PORT"])) for name in ("users", "orders")}
+    for name, sock in sockets.items():  # port 0 picks a free one; the route file gets the real one
+        env[f"{name.upper()}_PORT"] = str(sock.getsockname()[1])
     upstreams = [serve_upstream(name, sock) for name, sock in sockets.items()]
     print(f"demo upstreams: users on :{env['USERS_PORT']}, orders on :{env['ORDERS_PORT']}", flush=True)
+    gateway = subprocess.Popen([sys.executable, "-m", "gateway", "run"], env=env)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the whole demo, not just this script
     try:
-        return subprocess.call([sys.executable, "-m", "gateway", "run"], env=env)
+        return gateway.wait()
     except KeyboardInterrupt:
         return 0
     finally:
-        for process in upstreams:
+        for process in [gateway, *upstreams]:
             process.terminate()
-        for process in upstreams:
+        for process in [gateway, *upstreams]:
             process.wait()
 
 

@@ -1,9 +1,12 @@
 """Real servers for tests: ASGI apps served by uvicorn on a loopback port, in the test's own event loop."""
 
 import asyncio
+import os
+import re
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Literal
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -19,7 +22,7 @@ def bound_socket(host: str = "127.0.0.1") -> socket.socket:
 
 
 @asynccontextmanager
-async def serve(app: ASGIApp, *, lifespan: str = "off") -> AsyncIterator[str]:
+async def serve(app: ASGIApp, *, lifespan: Literal["on", "off"] = "off") -> AsyncIterator[str]:
     """Serve `app` with uvicorn on 127.0.0.1 and yield its base URL; stops the server on exit."""
     sock = bound_socket()
     port = sock.getsockname()[1]
@@ -32,3 +35,33 @@ async def serve(app: ASGIApp, *, lifespan: str = "off") -> AsyncIterator[str]:
         server.should_exit = True
         await task
         sock.close()
+
+
+@asynccontextmanager
+async def gateway_process(*args: str, env: dict[str, str] | None = None) -> AsyncIterator[tuple[int, str]]:
+    """Run a command that ends in a served gateway on port 0; yield its pid and the URL uvicorn reports."""
+    process = await asyncio.create_subprocess_exec(
+        *args, stderr=asyncio.subprocess.PIPE, env={**os.environ, "GATEWAY_PORT": "0", **(env or {})}
+    )
+    assert process.stderr is not None
+    drain: asyncio.Task[bytes] | None = None
+    try:
+        url = await _announced_url(process.stderr)
+        drain = asyncio.create_task(process.stderr.read())  # keep its log from filling the pipe
+        yield process.pid, url
+    finally:
+        if process.returncode is None:
+            process.terminate()
+        await process.wait()
+        if drain is not None:
+            await drain
+
+
+async def _announced_url(stderr: asyncio.StreamReader) -> str:
+    lines: list[str] = []
+    async with asyncio.timeout(30):
+        while line := (await stderr.readline()).decode():
+            lines.append(line)
+            if match := re.search(r"Uvicorn running on (http://\S+)", line):
+                return match.group(1)
+    raise RuntimeError("the gateway exited before serving:\n" + "".join(lines))

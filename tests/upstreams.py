@@ -4,7 +4,7 @@ import asyncio
 import hashlib
 import json
 
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 
 async def echo(scope: Scope, receive: Receive, send: Send) -> None:
@@ -35,12 +35,14 @@ async def echo(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def streaming(total: int, chunk: int = 64 * 1024):
+def streaming(total: int, chunk: int = 64 * 1024) -> ASGIApp:
     """An upstream answering `total` bytes of unknown length, chunk by chunk, without holding them."""
     block = b"x" * chunk
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/octet-stream")]})
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/octet-stream")]}
+        )
         sent = 0
         while sent < total:
             piece = block[: min(chunk, total - sent)]
@@ -68,5 +70,11 @@ class Stalling:
 async def status(scope: Scope, receive: Receive, send: Send) -> None:
     """Answers /status/NNN with that status and a small body, as an upstream error would look."""
     code = int(scope["path"].rsplit("/", 1)[-1])
-    await send({"type": "http.response.start", "status": code, "headers": [(b"content-type", b"text/plain"), (b"x-origin", b"1")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": code,
+            "headers": [(b"content-type", b"text/plain"), (b"x-origin", b"1")],
+        }
+    )
     await send({"type": "http.response.body", "body": f"upstream says {code}".encode()})

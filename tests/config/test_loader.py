@@ -6,6 +6,7 @@ import pytest
 
 from config.errors import ConfigError
 from config.loader import field_path, load_route_file
+from config.routes import RouteFile
 
 VALID = """\
 upstreams:
@@ -24,7 +25,7 @@ routes:
 """
 
 
-def load(tmp_path: Path, text: str, environ: dict[str, str] | None = None):
+def load(tmp_path: Path, text: str, environ: dict[str, str] | None = None) -> RouteFile:
     path = tmp_path / "routes.yaml"
     path.write_text(text)
     return load_route_file(path, environ=environ or {})
@@ -54,7 +55,10 @@ def test_valid_file_loads_with_defaults_filled_in(tmp_path: Path) -> None:
             VALID.replace("upstream: users\n", "upstream: userz\n"),
             [":7: routes[0].upstream: unknown upstream 'userz' (known: orders, users)"],
         ),
-        (VALID.replace("    rewrite: /users/{id}", "    rewrite: /users/{id}\n    colour: blue"), [":9: routes[0].colour: unknown key"]),
+        (
+            VALID.replace("    rewrite: /users/{id}", "    rewrite: /users/{id}\n    colour: blue"),
+            [":9: routes[0].colour: unknown key"],
+        ),
         (VALID.replace("read: 5.0", "read: -5"), [":2: upstreams.users.timeout.read: Input should be greater than 0"]),
         (
             VALID.replace('"http://127.0.0.1:9001"', '"ftp://x"'),
@@ -64,15 +68,30 @@ def test_valid_file_loads_with_defaults_filled_in(tmp_path: Path) -> None:
             VALID.replace("methods: [get, HEAD]", "methods: [GET, FETCH]"),
             [":6: routes[0].methods[1]: Input should be 'GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE' or 'OPTIONS'"],
         ),
-        (VALID.replace("rewrite: /users/{id}", "rewrite: /users/{uid}"), [":8: routes[0].rewrite: uses {uid}, which the path '/api/users/{id}' does not define"]),
-        (VALID.replace("path: /api/users/{id}", "path: api/users"), [":5: routes[0].path: must start with '/', got 'api/users'"]),
+        (
+            VALID.replace("rewrite: /users/{id}", "rewrite: /users/{uid}"),
+            [":8: routes[0].rewrite: uses {uid}, which the path '/api/users/{id}' does not define"],
+        ),
+        (
+            VALID.replace("path: /api/users/{id}", "path: api/users"),
+            [":5: routes[0].path: must start with '/', got 'api/users'"],
+        ),
         (
             VALID.replace("{rest:path}", "{rest:path}/more"),
             [":9: routes[1].path: a {name:path} catch-all may only end the path"],
         ),
-        (VALID.replace("{rest:path}", "{rest:slug}"), [":9: routes[1].path: unknown convertor 'slug' for {rest} (known: float, int, path, str, uuid)"]),
-        (VALID.replace("X-Env: prod", '"Bad Header": x'), [":13: routes[1].headers.request.set: 'Bad Header' is not a valid header name"]),
-        (VALID.replace("  orders: {url", "  users: {url"), [":3: duplicate key 'users'", ":10: routes[1].upstream: unknown upstream 'orders' (known: users)"]),
+        (
+            VALID.replace("{rest:path}", "{rest:slug}"),
+            [":9: routes[1].path: unknown convertor 'slug' for {rest} (known: float, int, path, str, uuid)"],
+        ),
+        (
+            VALID.replace("X-Env: prod", '"Bad Header": x'),
+            [":13: routes[1].headers.request.set: 'Bad Header' is not a valid header name"],
+        ),
+        (
+            VALID.replace("  orders: {url", "  users: {url"),
+            [":3: duplicate key 'users'", ":10: routes[1].upstream: unknown upstream 'orders' (known: users)"],
+        ),
         (VALID.replace("    upstream: users\n", ""), [":5: routes[0]: needs an upstream"]),
         (
             VALID + "  - path: /api/users/{user_id}\n    methods: [GET]\n    upstream: users\n",
@@ -136,7 +155,11 @@ def test_unreadable_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("loc", "expected"),
-    [(("routes", 2, "cache", "ttl"), "routes[2].cache.ttl"), (("upstreams", "users", "url"), "upstreams.users.url"), ((), "")],
+    [
+        (("routes", 2, "cache", "ttl"), "routes[2].cache.ttl"),
+        (("upstreams", "users", "url"), "upstreams.users.url"),
+        ((), ""),
+    ],
 )
 def test_field_path(loc: tuple[int | str, ...], expected: str) -> None:
     assert field_path(loc) == expected

@@ -61,7 +61,9 @@ def test_empty_redis_url_means_the_in_memory_store(monkeypatch: pytest.MonkeyPat
         ("GATEWAY_ADMIN_PREFIX", "admin/", "environment: GATEWAY_ADMIN_PREFIX: must start with '/'"),
     ],
 )
-def test_bad_values_name_their_variable(monkeypatch: pytest.MonkeyPatch, variable: str, value: str, message: str) -> None:
+def test_bad_values_name_their_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, message: str
+) -> None:
     monkeypatch.setenv(variable, value)
     with pytest.raises(ConfigError) as caught:
         load_settings()

@@ -155,7 +155,12 @@ async def test_no_route_is_a_404_problem(make_gateway: GatewayFactory) -> None:
         response = await client.get("/nowhere")
     assert response.status_code == 404
     assert response.headers["content-type"] == "application/problem+json"
-    assert response.json() == {"type": "about:blank", "title": "Not Found", "status": 404, "detail": "No route for GET /nowhere."}
+    assert response.json() == {
+        "type": "about:blank",
+        "title": "Not Found",
+        "status": 404,
+        "detail": "No route for GET /nowhere.",
+    }
 
 
 @pytest.mark.anyio

@@ -36,7 +36,12 @@ async def test_requests_reach_a_real_upstream_with_repeated_headers_and_query(ma
             )
     seen = response.json()
     assert response.status_code == 200
-    assert (seen["method"], seen["raw_path"], seen["query"], seen["body_size"]) == ("POST", "/items", "b=2&a=1&a=%20", 5)
+    assert (seen["method"], seen["raw_path"], seen["query"], seen["body_size"]) == (
+        "POST",
+        "/items",
+        "b=2&a=1&a=%20",
+        5,
+    )
     assert [value for name, value in seen["headers"] if name == "x-repeat"] == ["1", "2"]
     assert [value for name, value in seen["headers"] if name == "host"] == [upstream.removeprefix("http://")]
     for name in ("user-agent", "accept", "accept-encoding"):  # the client's, not ones aiohttp would add
@@ -125,11 +130,12 @@ routes:
 
 
 async def test_absolute_form_and_dot_segments_never_leave_the_configured_upstream(make_gateway: GatewayFactory) -> None:
-    async with serve(echo) as upstream:
-        async with serve(make_gateway(routes_for(upstream)), lifespan="on") as gateway:
-            host, port = gateway.removeprefix("http://").split(":")
-            absolute = await raw_request(host, int(port), b"GET http://evil.example/api/x HTTP/1.1\r\nHost: evil.example\r\n\r\n")
-            dotted = await raw_request(host, int(port), b"GET /api/a/../../admin HTTP/1.1\r\nHost: gw\r\n\r\n")
+    async with serve(echo) as upstream, serve(make_gateway(routes_for(upstream)), lifespan="on") as gateway:
+        host, port = gateway.removeprefix("http://").split(":")
+        absolute = await raw_request(
+            host, int(port), b"GET http://evil.example/api/x HTTP/1.1\r\nHost: evil.example\r\n\r\n"
+        )
+        dotted = await raw_request(host, int(port), b"GET /api/a/../../admin HTTP/1.1\r\nHost: gw\r\n\r\n")
     status_line, _, body = absolute.partition(b"\r\n")
     assert status_line == b"HTTP/1.1 200 OK"
     assert b'"raw_path": "/x"' in body  # reached the configured upstream, at the route's path

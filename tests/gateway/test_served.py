@@ -1,0 +1,58 @@
+"""The gateway as users run it: `python -m gateway run` in its own process, measured from outside."""
+
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.servers import gateway_process, serve
+from tests.upstreams import echo, streaming
+
+pytestmark = [pytest.mark.anyio, pytest.mark.integration]
+
+SIZE = 50 * 1024 * 1024
+
+
+def memory_kib(pid: int, field: str) -> int:
+    """VmRSS (now) or VmHWM (peak) of a process, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise LookupError(field)
+
+
+async def test_50_mb_each_way_without_the_gateway_growing(tmp_path: Path) -> None:
+    async with serve(echo) as echo_url, serve(streaming(SIZE)) as stream_url:
+        routes = tmp_path / "routes.yaml"
+        routes.write_text(
+            f"""
+upstreams:
+  echo: {{url: "{echo_url}"}}
+  stream: {{url: "{stream_url}"}}
+routes:
+  - {{path: /upload, upstream: echo}}
+  - {{path: /download, upstream: stream}}
+"""
+        )
+        command = [sys.executable, "-m", "gateway", "run", "--routes", str(routes)]
+        async with (
+            gateway_process(*command, env={"GATEWAY_MAX_BODY_BYTES": "0"}) as (pid, url),
+            httpx.AsyncClient(base_url=url, timeout=60) as client,
+        ):
+            await client.post("/upload", content=b"warm-up")  # imports and pools settle first
+            baseline = memory_kib(pid, "VmRSS")
+
+            async def body():
+                block = b"u" * 65536
+                for _ in range(SIZE // len(block)):
+                    yield block
+
+            upload = await client.post("/upload", content=body())
+            received = 0
+            async with client.stream("GET", "/download") as download:
+                async for chunk in download.aiter_raw():
+                    received += len(chunk)
+            peak = memory_kib(pid, "VmHWM")
+    assert (upload.json()["body_size"], received) == (SIZE, SIZE)
+    assert peak - baseline < 8 * 1024, f"gateway peak RSS grew by {(peak - baseline) / 1024:.1f} MiB"
