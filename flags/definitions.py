@@ -79,7 +79,7 @@ def validation_context(registry: "Registry | None") -> dict[str, object]:
 class _Scope:
     """What the definition being validated declares, for the validators of its nested values."""
 
-    codec: Codec[Any] | None  # None when its `type` is itself invalid: that error is reported on `type`
+    codec: Codec[Any] | None  # the code declaration's if it has the declared kind; None if `type` is invalid
     bound: Flag[Any] | None  # the flag declared in code under the same key
     variants: frozenset[str] | None  # None when `variants` is malformed: reported there
 
@@ -104,7 +104,7 @@ def _bound_flag(key: object, info: ValidationInfo) -> Flag[Any] | None:
 def _typed_value(value: JsonValue) -> JsonValue:
     """Checks a value against the enclosing definition's type; the raw JSON is kept for dumping back."""
     scope = _SCOPE.get()
-    codec = None if scope is None else scope.bound.codec if scope.bound is not None else scope.codec
+    codec = scope.codec if scope is not None else None
     if codec is not None:
         try:
             codec.parse(value)
@@ -215,9 +215,13 @@ class FlagDefinition(_StrictModel):
         if not isinstance(data, Mapping):
             return handler(data)
         variants = data.get("variants", {})
+        declared = next((c for c in PLAIN_CODECS.values() if c.kind.value == data.get("type")), None)
+        bound = _bound_flag(data.get("key"), info)
         scope = _Scope(
-            codec=next((c for c in PLAIN_CODECS.values() if c.kind.value == data.get("type")), None),
-            bound=_bound_flag(data.get("key"), info),
+            codec=bound.codec
+            if bound is not None and declared is not None and bound.kind == declared.kind
+            else declared,
+            bound=bound,
             variants=frozenset(variants) if isinstance(variants, Mapping) else None,
         )
         with _scope(scope):
@@ -236,12 +240,11 @@ class FlagDefinition(_StrictModel):
         return kind
 
     @model_validator(mode="after")
-    def _has_default(self) -> Self:
+    def _has_default(self, info: ValidationInfo) -> Self:
         has_default = "default" in self.model_fields_set
         if has_default and self.default_variant is not None:
             raise PydanticCustomError("flag_default", "give default or default_variant, not both")
-        scope = _SCOPE.get()
-        if not has_default and self.default_variant is None and (scope is None or scope.bound is None):
+        if not has_default and self.default_variant is None and _bound_flag(self.key, info) is None:
             raise PydanticCustomError("flag_default", "needs a default (or default_variant) unless declared in code")
         return self
 

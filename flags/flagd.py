@@ -29,22 +29,25 @@ Operation = Callable[..., Any]
 def fractional(data: Any, *args: Any) -> Any:
     """`{"fractional": [bucketBy?, [variant, weight?], ...]}`: flagd's sticky weighted choice.
 
-    Without a string first argument the bucketing key is `$flagd.flagKey + targetingKey` (a null first
-    argument, e.g. a missing `var`, is dropped first, as flagd's Go evaluator does). Weights default to 1,
-    must be whole numbers, count as 0 when negative, and may add up to at most 2**31 - 1.
+    A string first argument is the bucketing key; with buckets only, it is `$flagd.flagKey + targetingKey`
+    (an absent targeting key counting as ""); any other first argument, such as a `var` that is missing,
+    makes the result null. Weights default to 1, must be whole numbers, count as 0 when negative, and may
+    add up to at most 2**31 - 1. This is flagd-evaluator's reading, which flagd's testbed checks.
     """
     if not args:
         return None
     if isinstance(args[0], str):
         bucketing_key, buckets = args[0], args[1:]
-    else:
-        buckets = args[1:] if args[0] is None else args
+    elif isinstance(args[0], list):
+        flagd = data.get("$flagd") if isinstance(data, dict) else None
+        flag_key = flagd.get("flagKey") if isinstance(flagd, dict) else None
         targeting_key = data.get("targetingKey") if isinstance(data, dict) else None
-        if not isinstance(targeting_key, str):
-            return None
-        flagd = data.get("$flagd")
-        flag_key = flagd.get("flagKey", "") if isinstance(flagd, dict) else ""
-        bucketing_key = f"{flag_key}{targeting_key}"
+        bucketing_key = (
+            f"{flag_key if isinstance(flag_key, str) else ''}{targeting_key if isinstance(targeting_key, str) else ''}"
+        )
+        buckets = args
+    else:
+        return None
     entries: list[tuple[Any, int]] = []
     for entry in buckets:
         if not isinstance(entry, list) or not entry or isinstance(entry[0], list | dict):

@@ -1,0 +1,316 @@
+"""Resolution: overrides, rules in order, splits, defaults; and errors as values, never exceptions."""
+
+from typing import Any
+
+import pytest
+import yaml
+
+from flags import ErrorCode, EvaluationContext, Flag, Reason, Registry, Resolution, Resolver, parse_document
+from flags.resolver import EvaluationHook
+from flags.sources import InMemorySource, env_overrides
+
+FLAGS = yaml.safe_load("""
+flags:
+  new-profile:
+    type: bool
+    default: false
+    overrides: {u-banned: false, u-tester: true}
+    rules:
+      - {users: [u-1, u-2], value: true}
+      - {orgs: [acme], value: true}
+      - {attribute: plan, in: [pro, enterprise], value: true}
+      - {attribute: seats, gte: 10, lt: 100, value: true}
+      - {attribute: app_version, semver: ">=2.1.0", value: true}
+      - {rollout: 10, value: true}
+  pricing:
+    type: str
+    default_variant: a
+    variants: {a: "price-a", b: "price-b", c: "price-c"}
+    rules:
+      - {orgs: [acme], variant: c}
+      - {attribute: country, not_in: [us, ca], split: {a: 1, b: 1}}
+  static-limit:
+    type: int
+    default: 5
+  kill-switch:
+    type: bool
+    enabled: false
+    default: true
+    rules: [{value: true}]
+""")
+
+
+def make_resolver(data: Any = FLAGS, **kwargs: Any) -> tuple[Resolver, dict[str, Flag[Any]]]:
+    definitions = parse_document(data)
+    registry = Registry()
+    flags = {flag.key: flag for flag in registry.declare(definitions.values())}
+    return Resolver(registry, sources=[InMemorySource(definitions)], **kwargs), flags
+
+
+RESOLVER, FLAGS_BY_KEY = make_resolver()
+
+
+def ctx(user: str | None = None, **attributes: object) -> EvaluationContext:
+    return EvaluationContext(user, attributes)
+
+
+@pytest.mark.parametrize(
+    ("context", "value", "reason", "variant"),
+    [
+        (ctx("u-1"), True, Reason.TARGETING_MATCH, "true"),
+        (ctx("u-3", org="acme"), True, Reason.TARGETING_MATCH, "true"),
+        (ctx("u-3", org="other"), False, Reason.DEFAULT, "false"),
+        (ctx("u-3", plan="pro"), True, Reason.TARGETING_MATCH, "true"),
+        (ctx("u-3", plan="free"), False, Reason.DEFAULT, "false"),
+        (ctx("u-3", seats=10), True, Reason.TARGETING_MATCH, "true"),
+        (ctx("u-3", seats="42"), True, Reason.TARGETING_MATCH, "true"),
+        (ctx("u-3", seats=100), False, Reason.DEFAULT, "false"),
+        (ctx("u-3", seats=9.5), False, Reason.DEFAULT, "false"),
+        (ctx("u-3", app_version="2.1.0"), True, Reason.TARGETING_MATCH, "true"),
+        (ctx("u-3", app_version="v2.10.1"), True, Reason.TARGETING_MATCH, "true"),
+        (ctx("u-3", app_version="2.1.0-beta.1"), False, Reason.DEFAULT, "false"),
+        (ctx("u-banned", org="acme"), False, Reason.TARGETING_MATCH, "false"),
+        (ctx("u-tester"), True, Reason.TARGETING_MATCH, "true"),
+        (ctx(None, org="acme"), True, Reason.TARGETING_MATCH, "true"),
+        (ctx(None), False, Reason.DEFAULT, "false"),
+    ],
+    ids=[
+        "user",
+        "org",
+        "other-org",
+        "attribute-in",
+        "attribute-not-in",
+        "numeric-gte",
+        "numeric-from-text",
+        "numeric-lt-bound",
+        "numeric-below",
+        "semver",
+        "semver-v-prefix",
+        "semver-prerelease-is-lower",
+        "override-beats-rules",
+        "override-true",
+        "org-without-user",
+        "nobody",
+    ],
+)
+def test_targeting(context: EvaluationContext, value: bool, reason: Reason, variant: str) -> None:
+    assert RESOLVER.details(FLAGS_BY_KEY["new-profile"], context) == Resolution(value, reason, variant)
+
+
+def test_the_first_matching_rule_wins() -> None:
+    """acme is in the org rule (variant c) and would also be split by the country rule after it."""
+    pricing = FLAGS_BY_KEY["pricing"]
+    assert RESOLVER.details(pricing, ctx("u-1", org="acme", country="de")) == Resolution(
+        "price-c", Reason.TARGETING_MATCH, "c"
+    )
+    split = RESOLVER.details(pricing, ctx("u-1", org="other", country="de"))
+    assert (split.reason, split.variant in ("a", "b")) == (Reason.SPLIT, True)
+    assert RESOLVER.details(pricing, ctx("u-1", country="us")) == Resolution("price-a", Reason.DEFAULT, "a")
+
+
+def test_a_split_needs_a_targeting_key() -> None:
+    assert RESOLVER.details(FLAGS_BY_KEY["pricing"], ctx(None, country="de")) == Resolution(
+        "price-a", Reason.DEFAULT, "a"
+    )
+
+
+def test_a_rollout_match_is_a_split() -> None:
+    """About a tenth of the users with no other rule matching get the rollout's value."""
+    flag = FLAGS_BY_KEY["new-profile"]
+    resolutions = [RESOLVER.details(flag, ctx(f"user-{n}")) for n in range(2000)]
+    rolled = [r for r in resolutions if r.value]
+    assert {r.reason for r in rolled} == {Reason.SPLIT}
+    assert 150 < len(rolled) < 250
+
+
+def test_a_flag_without_rules_is_static() -> None:
+    assert RESOLVER.details(FLAGS_BY_KEY["static-limit"], ctx("u-1")) == Resolution(5, Reason.STATIC, "5")
+
+
+def test_a_disabled_flag_gives_its_default() -> None:
+    assert RESOLVER.details(FLAGS_BY_KEY["kill-switch"], ctx("u-1")) == Resolution(True, Reason.DISABLED)
+
+
+def test_resolve_is_the_value() -> None:
+    assert RESOLVER.resolve(FLAGS_BY_KEY["new-profile"], ctx("u-2")) is True
+
+
+def test_a_flag_without_definition_gives_its_default_with_an_error() -> None:
+    registry = Registry()
+    flag = registry.bool("undefined", default=True)
+    resolution = Resolver(registry).details(flag, ctx("u-1"))
+    assert resolution == Resolution(
+        True, Reason.ERROR, error_code=ErrorCode.FLAG_NOT_FOUND, error_message="no definition for flag 'undefined'"
+    )
+
+
+@pytest.mark.parametrize(
+    ("rule", "context", "message"),
+    [
+        (
+            {"attribute": "seats", "gt": 3, "value": True},
+            ctx("u", seats="many"),
+            "rule 0: attribute 'seats' is not a number: 'many'",
+        ),
+        (
+            {"attribute": "seats", "gt": 3, "value": True},
+            ctx("u", seats=[4]),
+            "rule 0: attribute 'seats' is not a number: [4]",
+        ),
+        (
+            {"attribute": "v", "semver": "^2", "value": True},
+            ctx("u", v="two"),
+            "rule 0: attribute 'v' is not a semantic version: 'two'",
+        ),
+        (
+            {"attribute": "v", "semver": "^2", "value": True},
+            ctx("u", v=2),
+            "rule 0: attribute 'v' is not a semantic version: 2",
+        ),
+    ],
+    ids=["text", "list", "semver-text", "semver-number"],
+)
+def test_a_broken_rule_gives_the_default_with_an_error(
+    rule: dict[str, Any], context: EvaluationContext, message: str
+) -> None:
+    resolver, flags = make_resolver({"flags": {"broken": {"type": "bool", "default": False, "rules": [rule]}}})
+    assert resolver.details(flags["broken"], context) == Resolution(
+        False, Reason.ERROR, error_code=ErrorCode.PARSE_ERROR, error_message=message
+    )
+
+
+def test_a_missing_attribute_is_no_match_rather_than_an_error() -> None:
+    data = {
+        "flags": {
+            "f": {
+                "type": "bool",
+                "default": False,
+                "rules": [
+                    {"attribute": "seats", "gt": 3, "value": True},
+                    {"attribute": "plan", "not_in": ["x"], "value": True},
+                ],
+            }
+        }
+    }
+    resolver, flags = make_resolver(data)
+    assert resolver.details(flags["f"], ctx("u")) == Resolution(False, Reason.DEFAULT, "false")
+
+
+@pytest.mark.parametrize(
+    ("attribute", "matches"),
+    [("pro", True), (True, False), (1, False), (["pro"], False), ({"plan": "pro"}, False)],
+    ids=["equal", "bool-is-not-text", "int-is-not-text", "list", "dict"],
+)
+def test_equality_is_strict_about_types(attribute: object, matches: bool) -> None:
+    data = {
+        "flags": {
+            "f": {
+                "type": "bool",
+                "default": False,
+                "rules": [{"attribute": "plan", "in": ["pro", 2, False], "value": True}],
+            }
+        }
+    }
+    resolver, flags = make_resolver(data)
+    assert resolver.resolve(flags["f"], ctx("u", plan=attribute)) is matches
+
+
+def test_a_definition_of_another_type_is_a_type_mismatch() -> None:
+    """The same key asked for as a str but defined as a bool (a flag not registered with the resolver)."""
+    other = Flag("new-profile", default="no")
+    resolution = RESOLVER.details(other, ctx("u-1"))
+    assert (resolution.value, resolution.reason, resolution.error_code) == ("no", Reason.ERROR, ErrorCode.TYPE_MISMATCH)
+
+
+def test_an_equivalent_flag_object_is_accepted() -> None:
+    assert RESOLVER.details(Flag("new-profile", default=False), ctx("u-1")).value is True
+
+
+def test_evaluate_by_key() -> None:
+    assert RESOLVER.evaluate("pricing", ctx("u-1", org="acme")).value == "price-c"
+    missing = RESOLVER.evaluate("nope", ctx("u-1"))
+    assert (missing.value, missing.reason, missing.error_code) == (None, Reason.ERROR, ErrorCode.FLAG_NOT_FOUND)
+
+
+def test_hooks_see_every_evaluation_and_their_errors_are_swallowed() -> None:
+    seen: list[tuple[str, EvaluationContext, Resolution[Any]]] = []
+
+    def failing(flag_key: str, context: EvaluationContext, resolution: Resolution[Any]) -> None:
+        raise RuntimeError("hook bug")
+
+    hooks: list[EvaluationHook] = [failing, lambda key, context, resolution: seen.append((key, context, resolution))]
+    resolver, flags = make_resolver(hooks=hooks)
+    context = ctx("u-1")
+    assert resolver.resolve(flags["new-profile"], context) is True
+    assert resolver.evaluate("nope", context).error_code is ErrorCode.FLAG_NOT_FOUND
+    assert [(key, c is context, r.value) for key, c, r in seen] == [("new-profile", True, True), ("nope", True, None)]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key", "expected"),
+    [
+        ("new-profile=true", "new-profile", Resolution(True, Reason.STATIC, "true")),
+        ("pricing=b", "pricing", Resolution("price-b", Reason.STATIC, "b")),
+        ("pricing=custom", "pricing", Resolution("custom", Reason.STATIC, "custom")),
+        ("static-limit=7, kill-switch=false", "static-limit", Resolution(7, Reason.STATIC, "7")),
+        ("kill-switch=false", "kill-switch", Resolution(False, Reason.STATIC, "false")),
+    ],
+    ids=["bool", "variant", "value", "int", "beats-disabled"],
+)
+def test_environment_overrides_pin_flags(overrides: str, key: str, expected: Resolution[Any]) -> None:
+    resolver, flags = make_resolver(overrides=env_overrides({"FLAGS_OVERRIDE": overrides}))
+    assert resolver.details(flags[key], ctx("u-1", org="acme")) == expected
+    assert resolver.problems == {}
+
+
+def test_a_bad_override_is_reported_and_resolves_as_an_error() -> None:
+    resolver, flags = make_resolver(overrides=env_overrides({"FLAGS_OVERRIDE": "new-profile=maybe,ghost=1"}))
+    resolution = resolver.details(flags["new-profile"], ctx("u-1"))
+    assert (resolution.value, resolution.error_code) == (False, ErrorCode.PARSE_ERROR)
+    assert resolver.problems == {
+        "new-profile": "override 'maybe' is not a bool value",
+        "ghost": "override for unknown flag 'ghost'",
+    }
+
+
+def test_an_override_needs_no_definition() -> None:
+    registry = Registry()
+    flag = registry.int("max-items", default=10)
+    assert Resolver(registry, overrides={"max-items": "3"}).details(flag, ctx()) == Resolution(3, Reason.STATIC, "3")
+
+
+@pytest.mark.parametrize(
+    ("text", "bad_item"),
+    [("new-profile", "'new-profile'"), ("=true", "'=true'"), ("a=1,,b", "'b'")],
+    ids=["no-equals", "no-key", "empty-item-skipped"],
+)
+def test_override_syntax(text: str, bad_item: str) -> None:
+    with pytest.raises(ValueError, match=f"FLAGS_OVERRIDE: expected key=value, got {bad_item}"):
+        env_overrides({"FLAGS_OVERRIDE": text})
+
+
+def test_later_sources_win_and_updates_swap_in() -> None:
+    registry = Registry()
+    flag = registry.int("limit", default=1)
+    base = InMemorySource(parse_document({"flags": {"limit": {"type": "int", "default": 2}}}))
+    live = InMemorySource()
+    resolver = Resolver(registry, sources=[base, live])
+    swaps: list[Resolver] = []
+    resolver.subscribe(swaps.append)
+    assert resolver.resolve(flag, ctx()) == 2
+    live.set(parse_document({"flags": {"limit": {"type": "int", "default": 3}}}))
+    assert (resolver.resolve(flag, ctx()), swaps) == (3, [resolver])
+    live.delete("limit")
+    assert resolver.resolve(flag, ctx()) == 2
+
+
+def test_a_definition_that_does_not_fit_the_code_flag_resolves_as_an_error() -> None:
+    """Definitions validated without the registry (no context) are still checked when compiled."""
+    registry = Registry()
+    flag = registry.int("limit", default=1)
+    resolver = Resolver(
+        registry, sources=[InMemorySource(parse_document({"flags": {"limit": {"type": "str", "default": "x"}}}))]
+    )
+    resolution = resolver.details(flag, ctx())
+    assert (resolution.value, resolution.error_code) == (1, ErrorCode.TYPE_MISMATCH)
+    assert resolver.problems == {"limit": "defined as str, declared in code as int"}
