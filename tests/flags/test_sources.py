@@ -1,0 +1,223 @@
+"""Sources: a watched file and Redis shared by replicas; both keep their last good definitions."""
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+import redis.asyncio
+from pydantic import ValidationError
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from flags import Definition, EvaluationContext, FlagDefinition, Reason, Registry, Resolution, Resolver
+from flags.sources import FileSource, RedisSource
+from tests.conftest import start_redis_server
+
+pytestmark = pytest.mark.anyio
+
+FLAG_FILE = "flags:\n  limit: {{type: int, default: {limit}}}\n"
+
+
+def signal(condition: Callable[[], bool]) -> tuple[asyncio.Event, Callable[..., None]]:
+    """An event and a listener that sets it once `condition` holds."""
+    event = asyncio.Event()
+
+    def listener(*_: object) -> None:
+        if condition():
+            event.set()
+
+    return event, listener
+
+
+def resolves_to(resolver: Resolver, key: str, value: object) -> Callable[[], bool]:
+    return lambda: resolver.evaluate(key, EvaluationContext()).value == value
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """How editors and deploy tools replace a file: write beside it, then rename over it."""
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+async def test_a_changed_file_is_reloaded(tmp_path: Path) -> None:
+    path = tmp_path / "flags.yaml"
+    path.write_text(FLAG_FILE.format(limit=1))
+    source = FileSource(path)
+    resolver = Resolver(sources=[source])
+    context = EvaluationContext()
+    assert resolver.evaluate("limit", context).value == 1
+    async with anyio.create_task_group() as tg:
+        await tg.start(source.run)
+        for limit, write in [(2, write_atomically), (3, lambda p, text: p.write_text(text))]:
+            updated, listener = signal(resolves_to(resolver, "limit", limit))
+            unsubscribe = resolver.subscribe(listener)
+            write(path, FLAG_FILE.format(limit=limit))
+            with anyio.fail_after(10):
+                await updated.wait()
+            unsubscribe()
+        tg.cancel_scope.cancel()
+    assert resolver.evaluate("limit", context) == Resolution(3, Reason.STATIC, "3")
+
+
+async def test_a_bad_file_keeps_the_last_good_definitions(tmp_path: Path) -> None:
+    path = tmp_path / "flags.yaml"
+    path.write_text(FLAG_FILE.format(limit=1))
+    source = FileSource(path)
+    resolver = Resolver(sources=[source])
+    async with anyio.create_task_group() as tg:
+        await tg.start(source.run)
+        failed, listener = signal(lambda: source.error is not None)
+        source.subscribe(listener)
+        write_atomically(path, FLAG_FILE.format(limit='"many"'))
+        with anyio.fail_after(10):
+            await failed.wait()
+        assert isinstance(source.error, ValidationError)
+        assert "('flags', 'limit', 'default')" in str(source.error.errors()[0]["loc"])
+        assert resolver.evaluate("limit", EvaluationContext()).value == 1
+        recovered, listener = signal(lambda: source.error is None)
+        source.subscribe(listener)
+        write_atomically(path, FLAG_FILE.format(limit=4))
+        with anyio.fail_after(10):
+            await recovered.wait()
+        tg.cancel_scope.cancel()
+    assert resolver.evaluate("limit", EvaluationContext()).value == 4
+
+
+def test_a_bad_file_at_start_up_raises(tmp_path: Path) -> None:
+    path = tmp_path / "flags.yaml"
+    path.write_text("flags:\n  limit: {type: int}\n")
+    with pytest.raises(ValidationError, match="needs a default"):
+        FileSource(path)
+
+
+def test_the_loader_is_injectable(tmp_path: Path) -> None:
+    """The gateway passes its own loader (file:line errors); a missing file is its error too."""
+    path = tmp_path / "routes.yaml"
+    path.write_text("anything")
+    seen: list[Path] = []
+
+    def loader(given: Path) -> Mapping[str, Definition]:
+        seen.append(given)
+        if not given.exists():
+            raise ValueError(f"{given}: cannot read")
+        return {"limit": FlagDefinition(key="limit", type="int", default=9)}
+
+    source = FileSource(path, loader=loader)
+    path.unlink()
+    assert source.reload() is False
+    assert (str(source.error), seen) == (f"{path}: cannot read", [path, path])
+    assert source.definitions == {"limit": FlagDefinition(key="limit", type="int", default=9)}
+
+
+@asynccontextmanager
+async def running(*sources: RedisSource) -> AsyncIterator[None]:
+    async with anyio.create_task_group() as tg:
+        for source in sources:
+            await tg.start(source.run)
+        yield
+        tg.cancel_scope.cancel()
+
+
+def limit(value: int, **rules: Any) -> FlagDefinition:
+    return FlagDefinition(key="limit", type="int", default=value, **rules)
+
+
+@pytest.mark.integration
+async def test_a_change_in_redis_reaches_every_replica(redis_url: str, redis_prefix: str) -> None:
+    registry = Registry()
+    flag = registry.int("limit", default=0)
+    clients = [redis.asyncio.Redis.from_url(redis_url) for _ in range(2)]
+    sources = [RedisSource(client, prefix=redis_prefix, registry=registry) for client in clients]
+    replicas = [Resolver(registry, sources=[source]) for source in sources]
+    vip = EvaluationContext("u-vip")
+    try:
+        async with running(*sources):
+            assert replicas[1].details(flag, vip).error_code == "FLAG_NOT_FOUND"
+            updated, listener = signal(lambda: all(r.resolve(flag, vip) == 50 for r in replicas))
+            for replica in replicas:
+                replica.subscribe(listener)
+            await sources[0].put(limit(5, rules=[{"users": ["u-vip"], "value": 50}]))
+            with anyio.fail_after(1):  # "every replica picks it up within a second"
+                await updated.wait()
+            assert [r.details(flag, vip) for r in replicas] == [Resolution(50, Reason.TARGETING_MATCH, "50")] * 2
+            removed, listener = signal(lambda: all(r.details(flag, vip).error_code is not None for r in replicas))
+            for replica in replicas:
+                replica.subscribe(listener)
+            await sources[0].delete("limit")
+            with anyio.fail_after(1):
+                await removed.wait()
+    finally:
+        for client in clients:
+            await client.aclose()
+
+
+@pytest.mark.integration
+async def test_put_refuses_a_definition_that_does_not_fit_the_code(
+    redis_client: redis.asyncio.Redis, redis_prefix: str
+) -> None:
+    registry = Registry()
+    registry.bool("limit", default=False)
+    source = RedisSource(redis_client, prefix=redis_prefix, registry=registry)
+    with pytest.raises(ValidationError, match="declared in code as bool"):
+        await source.put(limit(3))
+    assert await redis_client.hgetall(source.hash_key) == {}
+
+
+@pytest.mark.integration
+async def test_a_bad_definition_in_redis_keeps_the_last_good_ones(
+    redis_client: redis.asyncio.Redis, redis_prefix: str
+) -> None:
+    source = RedisSource(redis_client, prefix=redis_prefix)
+    await source.put(limit(3))
+    assert await source.load() is True
+    await redis_client.hset(source.hash_key, "limit", '{"type": "int", "default": "three"}')
+    assert await source.load() is False
+    assert isinstance(source.error, ValidationError)
+    assert source.definitions == {"limit": limit(3)}
+
+
+@pytest.mark.integration
+async def test_redis_down_keeps_the_last_good_definitions(tmp_path: Path) -> None:
+    server, url = start_redis_server(str(tmp_path))
+    client = redis.asyncio.Redis.from_url(url, retry=Retry(NoBackoff(), 0))
+    source = RedisSource(client, prefix="flags:", retry_interval=0.05)
+    resolver = Resolver(sources=[source])
+    try:
+        async with running(source):
+            updated, listener = signal(resolves_to(resolver, "limit", 7))
+            resolver.subscribe(listener)
+            await source.put(limit(7))
+            with anyio.fail_after(5):
+                await updated.wait()
+            down, listener = signal(lambda: source.error is not None)
+            source.subscribe(listener)
+            server.kill()
+            server.wait()
+            with anyio.fail_after(5):
+                await down.wait()
+            assert isinstance(source.error, RedisConnectionError)
+            assert resolver.evaluate("limit", EvaluationContext()) == Resolution(7, Reason.STATIC, "7")
+            assert await source.load() is False
+            assert source.definitions == {"limit": limit(7)}
+    finally:
+        with server:  # waits for it and closes its log pipe
+            server.kill()
+        await client.aclose()
+
+
+@pytest.mark.integration
+async def test_redis_unreachable_at_start_up_starts_empty_and_says_why() -> None:
+    client = redis.asyncio.Redis(host="127.0.0.1", port=1, retry=Retry(NoBackoff(), 0))  # nothing listens there
+    source = RedisSource(client, retry_interval=0.05)
+    try:
+        async with running(source):
+            assert (dict(source.definitions), type(source.error)) == ({}, RedisConnectionError)
+    finally:
+        await client.aclose()
