@@ -1,9 +1,13 @@
 """Process-level settings: `GATEWAY_*` environment variables and an optional `.env`, nested with `__`."""
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import unquote
 
 from pydantic import BaseModel, ConfigDict, Field, RedisDsn, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from config.errors import ConfigError, ConfigIssue, error_message
@@ -22,6 +26,21 @@ class TimeoutSettings(BaseModel):
     connect: Seconds = 2.0
     read: Seconds = 30.0
     pool: Seconds = 5.0  # waiting for a free pooled connection
+
+
+class OtelSettings(BaseModel):
+    """Tracing export. The standard OTEL_* variables override these (see `apply_otel_environment`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    exporter: Literal["none", "console", "otlp"] = "none"  # none: no spans, no overhead
+    protocol: Literal["http/protobuf", "grpc"] = "http/protobuf"
+    endpoint: str | None = None  # base URL as OTEL_EXPORTER_OTLP_ENDPOINT; unset: the exporter's default
+    traces_endpoint: str | None = None  # full URL as OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, used as is
+    headers: dict[str, str] = {}
+    service_name: str = "gateway"
+    resource_attributes: dict[str, str] = {}
+    sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)  # of new traces; a parent's decision is kept
 
 
 class Settings(BaseSettings):
@@ -47,6 +66,7 @@ class Settings(BaseSettings):
     timeout: TimeoutSettings = TimeoutSettings()
     pool_size: int = Field(default=256, ge=1)  # keep-alive connections per upstream and worker
     admin_prefix: str = "/_gateway"
+    otel: OtelSettings = OtelSettings()
     forwarded_allow_ips: str = "127.0.0.1"  # peers whose X-Forwarded-* uvicorn trusts for the client address
 
     @field_validator("admin_prefix")
@@ -65,10 +85,67 @@ def env_name(loc: tuple[int | str, ...]) -> str:
 def load_settings() -> Settings:
     """Read the environment (and `.env`); every invalid variable becomes one ConfigIssue naming it."""
     try:
-        return Settings()
+        settings = Settings()
+    except ValidationError as exc:
+        raise ConfigError([_environment_issue(env_name(error["loc"]), error) for error in exc.errors()]) from None
+    return settings.model_copy(update={"otel": apply_otel_environment(settings.otel, os.environ)})
+
+
+def _environment_issue(variable: str, error: ErrorDetails) -> ConfigIssue:
+    return ConfigIssue("environment", None, variable, f"{error_message(error)} (got {error['input']!r})")
+
+
+# Standard OpenTelemetry variables, most specific first, and the OtelSettings field each sets.
+_OTEL_VARIABLES: dict[str, tuple[str, ...]] = {
+    "exporter": ("OTEL_TRACES_EXPORTER",),
+    "protocol": ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"),
+    "endpoint": ("OTEL_EXPORTER_OTLP_ENDPOINT",),
+    "traces_endpoint": ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",),
+    "headers": ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS"),
+    "service_name": ("OTEL_SERVICE_NAME",),
+    "resource_attributes": ("OTEL_RESOURCE_ATTRIBUTES",),
+    "sample_ratio": ("OTEL_TRACES_SAMPLER_ARG",),
+}
+_FIXED_RATIO_SAMPLERS = {
+    "always_on": 1.0,
+    "parentbased_always_on": 1.0,
+    "always_off": 0.0,
+    "parentbased_always_off": 0.0,
+}
+
+
+def apply_otel_environment(otel: OtelSettings, environ: Mapping[str, str]) -> OtelSettings:
+    """Where a standard OTEL_* variable is set, it wins over GATEWAY_OTEL__*; bad values name the variable."""
+    values: dict[str, object] = otel.model_dump()
+    source: dict[str, str] = {}
+    for field, names in _OTEL_VARIABLES.items():
+        name = next((name for name in names if environ.get(name)), None)
+        if name is None:
+            continue
+        raw = environ[name].strip()
+        source[field] = name
+        if field == "exporter":
+            values[field] = raw.split(",")[0].strip()  # the first of a list; the gateway exports to one
+        elif field == "headers":
+            values[field] = _key_values(raw)
+        elif field == "resource_attributes":
+            values[field] = {**otel.resource_attributes, **_key_values(raw)}  # merged, the variable wins per key
+        else:
+            values[field] = raw
+    sampler = environ.get("OTEL_TRACES_SAMPLER", "").strip()
+    if sampler in _FIXED_RATIO_SAMPLERS:
+        values["sample_ratio"], source["sample_ratio"] = _FIXED_RATIO_SAMPLERS[sampler], "OTEL_TRACES_SAMPLER"
+    try:
+        return OtelSettings.model_validate(values)
     except ValidationError as exc:
         issues = [
-            ConfigIssue("environment", None, env_name(error["loc"]), f"{error_message(error)} (got {error['input']!r})")
+            _environment_issue(source.get(str(error["loc"][0]), env_name(("otel", *error["loc"]))), error)
             for error in exc.errors()
         ]
         raise ConfigError(issues) from None
+
+
+def _key_values(text: str) -> dict[str, str]:
+    """`k1=v1,k2=v2` with percent-encoded values: the W3C Baggage-like format of OTEL_*_HEADERS and attributes."""
+    pairs = (item.split("=", 1) for item in text.split(",") if "=" in item)
+    return {unquote(key.strip()): unquote(value.strip()) for key, value in pairs}

@@ -1,12 +1,15 @@
 """The deployable app: settings and a route file turned into one Starlette app, once."""
 
 import importlib
+import re
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any, cast
 from urllib.parse import urlsplit
 
 import redis.asyncio
+from opentelemetry.sdk.trace import TracerProvider
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp
@@ -17,14 +20,28 @@ from config.routes import RouteFile, UpstreamSpec
 from config.settings import Settings, load_settings
 from gateway.health import Health
 from gateway.routing import PathGuard, build_routes, method_not_allowed, not_found
+from gateway.telemetry import TracedTransport, build_tracer_provider, server_span_attributes
 from gateway.upstreams import AiohttpTransport, HttpxTransport, Timeouts, Transport, Upstream
+from middleware.tracing import tracing_middleware
 
 
 def build_app(
-    settings: Settings, routes: RouteFile, *, upstream_apps: Mapping[str, ASGIApp] | None = None
+    settings: Settings,
+    routes: RouteFile,
+    *,
+    upstream_apps: Mapping[str, ASGIApp] | None = None,
+    tracer_provider: TracerProvider | None = None,
 ) -> Starlette:
-    """The gateway for `routes`; `upstream_apps` serves the named upstreams in-process (tests, embedded use)."""
+    """The gateway for `routes`.
+
+    `upstream_apps` serves the named upstreams in-process (tests, embedded use); `tracer_provider` replaces
+    the one the settings describe (tests pass one with an in-memory exporter).
+    """
+    owned_provider = build_tracer_provider(settings.otel) if tracer_provider is None else None
+    tracer_provider = tracer_provider or owned_provider
     upstreams = build_upstreams(routes, settings, upstream_apps or {})
+    if tracer_provider is not None:
+        upstreams = {name: traced(upstream, tracer_provider) for name, upstream in upstreams.items()}
     redis_client = redis.asyncio.Redis.from_url(str(settings.redis_url)) if settings.redis_url else None
     health = Health(redis_client, route_count=len(routes.routes))
 
@@ -39,18 +56,39 @@ def build_app(
                 await upstream.transport.aclose()
             if redis_client is not None:
                 await redis_client.aclose()
+            if owned_provider is not None:
+                owned_provider.shutdown()  # flushes the spans still batched
 
     app = Starlette(
         routes=[
             *health.routes(settings.admin_prefix),
             *build_routes(routes, upstreams, max_body_bytes=settings.max_body_bytes),
         ],
-        middleware=[Middleware(PathGuard)],
+        middleware=[*tracing(settings, tracer_provider), Middleware(PathGuard)],
         exception_handlers={404: not_found, 405: method_not_allowed},
         lifespan=lifespan,
     )
     app.router.redirect_slashes = False  # a proxy forwards /a/ and /a as asked; it does not redirect
     return app
+
+
+def traced(upstream: Upstream, tracer_provider: TracerProvider) -> Upstream:
+    transport = TracedTransport(upstream.transport, upstream=upstream.name, tracer_provider=tracer_provider)
+    return replace(upstream, transport=transport)
+
+
+def tracing(settings: Settings, tracer_provider: TracerProvider | None) -> list[Middleware]:
+    if tracer_provider is None:
+        return []
+    excluded = f"{re.escape(settings.admin_prefix)}/.*"  # health, readiness and admin calls make no spans
+    return [
+        Middleware(
+            tracing_middleware,
+            tracer_provider=tracer_provider,
+            excluded_urls=excluded,
+            scope_attributes=server_span_attributes,
+        )
+    ]
 
 
 def build_upstreams(routes: RouteFile, settings: Settings, apps: Mapping[str, ASGIApp]) -> dict[str, Upstream]:

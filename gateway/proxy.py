@@ -144,6 +144,7 @@ class ProxyHandler:
         return f"{upstream.base_url}{path}?{query.decode('latin-1')}" if query else upstream.base_url + path
 
     async def forward(self, upstream: Upstream, scope: Scope, receive: Receive, send: Send) -> None:
+        scope.setdefault("state", {})["upstream"] = upstream.name  # for spans and the access log
         headers: RawHeaders = scope["headers"]
         body: Body
         try:

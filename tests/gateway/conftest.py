@@ -5,6 +5,7 @@ from typing import Any
 
 import httpx
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
 from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
@@ -19,10 +20,19 @@ GatewayFactory = Callable[..., Starlette]
 def make_gateway(tmp_path: Path) -> GatewayFactory:
     """Build the gateway from a route file's text; `upstreams` serves named upstreams in-process."""
 
-    def build(routes_yaml: str, *, upstreams: Mapping[str, ASGIApp] | None = None, **settings: Any) -> Starlette:
+    def build(
+        routes_yaml: str,
+        *,
+        upstreams: Mapping[str, ASGIApp] | None = None,
+        tracer_provider: TracerProvider | None = None,
+        **settings: Any,
+    ) -> Starlette:
         path = tmp_path / "routes.yaml"
         path.write_text(routes_yaml)
-        return build_app(Settings(routes_file=path, **settings), load_route_file(path), upstream_apps=upstreams)
+        routes = load_route_file(path)
+        return build_app(
+            Settings(routes_file=path, **settings), routes, upstream_apps=upstreams, tracer_provider=tracer_provider
+        )
 
     return build
 

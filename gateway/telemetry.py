@@ -1,0 +1,103 @@
+"""Tracing for the gateway: a tracer provider from settings, and a client span around every upstream call.
+
+The client span lives in the transport seam, so the aiohttp and httpx transports share it and calls that
+are not proxying (fan-out branches, revalidations) get one too. It injects W3C `traceparent`, `tracestate`
+and `baggage`, replacing any the client sent: the upstream's spans become children of this call.
+With the exporter `none` none of this is installed, and requests pay nothing for it.
+"""
+
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.util.types import AttributeValue
+
+from config.settings import OtelSettings
+from gateway.headers import RawHeaders
+from gateway.upstreams import Body, Transport, UpstreamError, UpstreamResponse
+from middleware.types import Scope
+
+_PROPAGATED = frozenset({b"traceparent", b"tracestate", b"baggage"})
+TRACER_NAME = "gateway"
+
+
+def build_tracer_provider(otel: OtelSettings) -> TracerProvider | None:
+    """None for the exporter `none`; otherwise a provider exporting in batches, parent-based ratio sampling."""
+    if otel.exporter == "none":
+        return None
+    resource = Resource.create({**otel.resource_attributes, "service.name": otel.service_name})
+    provider = TracerProvider(resource=resource, sampler=ParentBased(TraceIdRatioBased(otel.sample_ratio)))
+    provider.add_span_processor(BatchSpanProcessor(_exporter(otel)))
+    return provider
+
+
+def _exporter(otel: OtelSettings) -> SpanExporter:
+    if otel.exporter == "console":
+        return ConsoleSpanExporter()
+    headers = otel.headers or None
+    if otel.protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+
+        return GrpcExporter(endpoint=otel.traces_endpoint or otel.endpoint, headers=headers)
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+
+    endpoint = otel.traces_endpoint or (otel.endpoint.rstrip("/") + "/v1/traces" if otel.endpoint else None)
+    return HttpExporter(endpoint=endpoint, headers=headers)
+
+
+def server_span_attributes(scope: Scope) -> Mapping[str, AttributeValue]:
+    """What the route recorded about itself: which route and upstream answered, and how the cache did."""
+    attributes: dict[str, AttributeValue] = {}
+    route = scope.get("route")
+    if route is not None and getattr(route, "name", None):
+        attributes["gateway.route"] = route.name
+    state = scope.get("state", {})
+    for key, attribute in (("upstream", "gateway.upstream"), ("cache_status", "gateway.cache.status")):
+        if key in state:
+            attributes[attribute] = state[key]
+    return attributes
+
+
+class TracedTransport:
+    """A client span (HTTP client semantic conventions) around each request a transport sends."""
+
+    def __init__(self, inner: Transport, *, upstream: str, tracer_provider: trace.TracerProvider) -> None:
+        self.inner = inner
+        self.upstream = upstream
+        self.tracer = tracer_provider.get_tracer(TRACER_NAME)
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    async def send(self, method: str, url: str, headers: RawHeaders, body: Body) -> UpstreamResponse:
+        parts = urlsplit(url)
+        attributes: dict[str, AttributeValue] = {
+            "http.request.method": method,
+            "server.address": parts.hostname or "",
+            "server.port": parts.port or (443 if parts.scheme == "https" else 80),
+            "url.full": url,
+            "gateway.upstream": self.upstream,
+        }
+        with self.tracer.start_as_current_span(method, kind=SpanKind.CLIENT, attributes=attributes) as span:
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+            outgoing = [(name, value) for name, value in headers if name not in _PROPAGATED]
+            outgoing += [(name.encode("latin-1"), value.encode("latin-1")) for name, value in carrier.items()]
+            try:
+                response = await self.inner.send(method, url, outgoing, body)
+            except UpstreamError as exc:
+                span.set_attribute("error.type", type(exc).__name__)
+                raise
+            span.set_attribute("http.response.status_code", response.status)
+            if response.status >= 500:
+                span.set_attribute("error.type", str(response.status))
+                span.set_status(Status(StatusCode.ERROR))
+            return response

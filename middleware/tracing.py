@@ -1,0 +1,69 @@
+"""Server spans for any Starlette app: the stock OpenTelemetry ASGI middleware, named by route template.
+
+`OpenTelemetryMiddleware` starts the span before routing, so it can only name it by the raw path. Routing
+fills `scope["route"]` in the same scope dict; when the response starts, the span is renamed
+`GET /users/{id}` and gets `http.route`, which keeps span names (and anything grouped by them) bounded.
+"""
+
+from collections.abc import Callable, Mapping
+from typing import cast
+
+from opentelemetry import trace
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+from opentelemetry.trace import TracerProvider
+from opentelemetry.util.types import AttributeValue
+
+from middleware.types import ASGIApp, Message, Receive, Scope, Send
+
+ScopeAttributes = Callable[[Scope], Mapping[str, AttributeValue]]
+
+
+def tracing_middleware(
+    app: ASGIApp,
+    *,
+    tracer_provider: TracerProvider,
+    excluded_urls: str | None = None,
+    scope_attributes: ScopeAttributes | None = None,
+) -> ASGIApp:
+    """A server span per request; receive/send spans off, so a streamed body is not one span per chunk.
+
+    `excluded_urls` is a comma-separated list of regular expressions (OTel's format); `scope_attributes`
+    adds attributes read from the scope after the app ran (for example what the route recorded in it).
+    """
+    named = _RouteSpanNamer(app, scope_attributes)
+    middleware = OpenTelemetryMiddleware(
+        named, tracer_provider=tracer_provider, excluded_urls=excluded_urls, exclude_spans=["receive", "send"]
+    )
+    return cast(ASGIApp, middleware)
+
+
+class _RouteSpanNamer:
+    """Names the span when the response starts: routing is done by then, and the span is still open
+    (the OTel middleware ends it with the last body message)."""
+
+    def __init__(self, app: ASGIApp, scope_attributes: ScopeAttributes | None) -> None:
+        self.app = app
+        self.scope_attributes = scope_attributes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_and_name(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self._describe(scope)
+            await send(message)
+
+        await self.app(scope, receive, send_and_name)
+
+    def _describe(self, scope: Scope) -> None:
+        span = trace.get_current_span()
+        if not span.is_recording():
+            return
+        template = getattr(scope.get("route"), "path_format", None)
+        if template:
+            span.update_name(f"{scope['method']} {template}")
+            span.set_attribute("http.route", template)
+        if self.scope_attributes is not None:
+            span.set_attributes(self.scope_attributes(scope))

@@ -1,0 +1,272 @@
+"""Tracing: a server span per request, a client span per upstream call, W3C context carried across."""
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.trace import SpanKind, StatusCode
+
+from config.errors import ConfigError
+from config.loader import load_route_file
+from config.settings import OtelSettings, Settings, apply_otel_environment
+from gateway.app import build_app
+from gateway.telemetry import build_tracer_provider
+from tests.gateway.conftest import GatewayFactory, client_for
+from tests.servers import serve
+from tests.upstreams import echo, status
+
+pytestmark = pytest.mark.anyio
+
+INCOMING_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+INCOMING_PARENT = "00f067aa0ba902b7"
+SAMPLED = 0x01  # W3C trace-flags bit
+
+
+def routes_for(url: str) -> str:
+    return f"""
+upstreams:
+  users: {{url: "{url}"}}
+routes:
+  - path: /api/users/{{id}}
+    name: user-by-id
+    upstream: users
+    rewrite: /users/{{id}}
+  - path: /status/{{code}}
+    upstream: users
+"""
+
+
+@pytest.fixture
+def exporter() -> InMemorySpanExporter:
+    return InMemorySpanExporter()
+
+
+def provider_for(exporter: InMemorySpanExporter, ratio: float = 1.0) -> TracerProvider:
+    provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(ratio)))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider
+
+
+def by_kind(spans: tuple[ReadableSpan, ...], kind: SpanKind) -> ReadableSpan:
+    [span] = [span for span in spans if span.kind == kind]
+    return span
+
+
+def traceparent_seen(response_json: dict) -> str:
+    [value] = [str(value) for name, value in response_json["headers"] if name == "traceparent"]
+    return value
+
+
+@pytest.mark.integration
+async def test_server_and_client_spans_are_linked_and_the_upstream_joins_the_trace(
+    make_gateway: GatewayFactory, exporter: InMemorySpanExporter
+) -> None:
+    async with serve(echo) as upstream:
+        app = make_gateway(routes_for(upstream), tracer_provider=provider_for(exporter))
+        async with client_for(app) as client:
+            response = await client.get("/api/users/7")
+    spans = exporter.get_finished_spans()
+    server, client_span = by_kind(spans, SpanKind.SERVER), by_kind(spans, SpanKind.CLIENT)
+    assert len(spans) == 2
+    assert server.name == "GET /api/users/{id}"
+    assert server.attributes is not None
+    assert client_span.attributes is not None
+    assert (server.attributes["http.route"], server.attributes["gateway.route"]) == ("/api/users/{id}", "user-by-id")
+    assert server.attributes["gateway.upstream"] == "users"
+    assert client_span.parent is not None
+    assert client_span.parent.span_id == server.context.span_id
+    assert client_span.context.trace_id == server.context.trace_id
+    host, port = upstream.removeprefix("http://").split(":")
+    assert dict(client_span.attributes) == {
+        "http.request.method": "GET",
+        "server.address": host,
+        "server.port": int(port),
+        "url.full": f"{upstream}/users/7",
+        "gateway.upstream": "users",
+        "http.response.status_code": 200,
+    }
+    version, trace_id, parent_id, flags = traceparent_seen(response.json()).split("-")
+    assert (version, trace_id, parent_id) == (
+        "00",
+        f"{server.context.trace_id:032x}",
+        f"{client_span.context.span_id:016x}",
+    )
+    assert int(flags, 16) & SAMPLED
+
+
+async def test_an_incoming_traceparent_is_continued(
+    make_gateway: GatewayFactory, exporter: InMemorySpanExporter
+) -> None:
+    app = make_gateway(
+        routes_for("http://users.internal"), upstreams={"users": echo}, tracer_provider=provider_for(exporter)
+    )
+    async with client_for(app) as client:
+        response = await client.get(
+            "/api/users/1", headers={"traceparent": f"00-{INCOMING_TRACE}-{INCOMING_PARENT}-01"}
+        )
+    server = by_kind(exporter.get_finished_spans(), SpanKind.SERVER)
+    assert f"{server.context.trace_id:032x}" == INCOMING_TRACE
+    assert server.parent is not None
+    assert f"{server.parent.span_id:016x}" == INCOMING_PARENT
+    assert traceparent_seen(response.json()).split("-")[1] == INCOMING_TRACE
+
+
+async def test_ratio_zero_records_nothing_but_still_propagates(
+    make_gateway: GatewayFactory, exporter: InMemorySpanExporter
+) -> None:
+    provider = provider_for(exporter, ratio=0.0)
+    app = make_gateway(routes_for("http://users.internal"), upstreams={"users": echo}, tracer_provider=provider)
+    async with client_for(app) as client:
+        response = await client.get("/api/users/1")
+    assert exporter.get_finished_spans() == ()
+    version, trace_id, _, flags = traceparent_seen(response.json()).split("-")
+    assert version == "00"
+    assert not int(flags, 16) & SAMPLED
+    assert int(trace_id, 16) != 0
+
+
+async def test_upstream_5xx_marks_the_client_span_as_an_error(
+    make_gateway: GatewayFactory, exporter: InMemorySpanExporter
+) -> None:
+    app = make_gateway(
+        routes_for("http://users.internal"), upstreams={"users": status}, tracer_provider=provider_for(exporter)
+    )
+    async with client_for(app) as client:
+        await client.get("/status/503")
+    client_span = by_kind(exporter.get_finished_spans(), SpanKind.CLIENT)
+    assert client_span.status.status_code == StatusCode.ERROR
+    assert client_span.attributes is not None
+    assert client_span.attributes["error.type"] == "503"
+
+
+async def test_unreachable_upstream_records_the_error_type(
+    make_gateway: GatewayFactory, exporter: InMemorySpanExporter
+) -> None:
+    app = make_gateway(routes_for("http://127.0.0.1:1"), tracer_provider=provider_for(exporter))
+    async with client_for(app) as client:
+        response = await client.get("/api/users/1")
+    client_span = by_kind(exporter.get_finished_spans(), SpanKind.CLIENT)
+    assert response.status_code == 502
+    assert client_span.attributes is not None
+    assert client_span.attributes["error.type"] == "UpstreamUnreachable"
+
+
+async def test_health_paths_make_no_spans(make_gateway: GatewayFactory, exporter: InMemorySpanExporter) -> None:
+    app = make_gateway(
+        routes_for("http://users.internal"), upstreams={"users": echo}, tracer_provider=provider_for(exporter)
+    )
+    async with client_for(app) as client:
+        await client.get("/_gateway/health")
+        await client.get("/_gateway/ready")
+    assert exporter.get_finished_spans() == ()
+
+
+async def test_exporter_none_installs_nothing_and_leaves_the_client_context_alone(make_gateway: GatewayFactory) -> None:
+    assert build_tracer_provider(OtelSettings()) is None
+    app = make_gateway(routes_for("http://users.internal"), upstreams={"users": echo})
+    incoming = f"00-{INCOMING_TRACE}-{INCOMING_PARENT}-01"
+    async with client_for(app) as client:
+        response = await client.get("/api/users/1", headers={"traceparent": incoming})
+    assert traceparent_seen(response.json()) == incoming
+
+
+@pytest.fixture
+def otel_free_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("OTEL_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.mark.usefixtures("otel_free_environment")
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({}, {"exporter": "otlp", "sample_ratio": 0.5, "service_name": "gw", "headers": {"a": "1"}}),
+        (
+            {"OTEL_TRACES_EXPORTER": "console", "OTEL_SERVICE_NAME": "edge", "OTEL_TRACES_SAMPLER_ARG": "0.25"},
+            {"exporter": "console", "service_name": "edge", "sample_ratio": 0.25},
+        ),
+        ({"OTEL_TRACES_SAMPLER": "always_off"}, {"sample_ratio": 0.0}),
+        ({"OTEL_EXPORTER_OTLP_HEADERS": "x-key=a%20b,y=2"}, {"headers": {"x-key": "a b", "y": "2"}}),
+        ({"OTEL_EXPORTER_OTLP_TRACES_HEADERS": "t=1", "OTEL_EXPORTER_OTLP_HEADERS": "x=2"}, {"headers": {"t": "1"}}),
+        (
+            {"OTEL_RESOURCE_ATTRIBUTES": "env=prod,team=core"},
+            {"resource_attributes": {"region": "eu", "env": "prod", "team": "core"}},
+        ),
+        (
+            {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317"},
+            {"protocol": "grpc", "endpoint": "http://c:4317"},
+        ),
+    ],
+    ids=[
+        "gateway-values",
+        "standard-wins",
+        "fixed-sampler",
+        "headers-decoded",
+        "traces-specific-first",
+        "attributes-merge",
+        "grpc",
+    ],
+)
+def test_standard_otel_variables_win(environ: dict[str, str], expected: dict[str, object]) -> None:
+    mine = OtelSettings(
+        exporter="otlp",
+        sample_ratio=0.5,
+        service_name="gw",
+        headers={"a": "1"},
+        resource_attributes={"region": "eu", "env": "dev"},
+    )
+    resolved = apply_otel_environment(mine, environ).model_dump()
+    assert {key: resolved[key] for key in expected} == expected
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        (
+            {"OTEL_TRACES_EXPORTER": "jaeger"},
+            "environment: OTEL_TRACES_EXPORTER: Input should be 'none', 'console' or 'otlp'",
+        ),
+        (
+            {"OTEL_TRACES_SAMPLER_ARG": "2"},
+            "environment: OTEL_TRACES_SAMPLER_ARG: Input should be less than or equal to 1",
+        ),
+    ],
+)
+def test_bad_standard_variables_are_named(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        apply_otel_environment(OtelSettings(), environ)
+    assert str(caught.value).startswith(message)
+
+
+@pytest.mark.integration
+async def test_spans_are_exported_over_otlp_http_to_a_real_receiver(tmp_path: Path) -> None:
+    receiver = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.otlp_receiver", stdout=asyncio.subprocess.PIPE, cwd=Path(__file__).parents[2]
+    )
+    assert receiver.stdout is not None
+    try:
+        port = (await receiver.stdout.readline()).decode().split()[-1]
+        routes = tmp_path / "routes.yaml"
+        routes.write_text(routes_for("http://users.internal"))
+        otel = OtelSettings(exporter="otlp", endpoint=f"http://127.0.0.1:{port}", service_name="gateway-test")
+        app = build_app(Settings(routes_file=routes, otel=otel), load_route_file(routes), upstream_apps={"users": echo})
+        async with client_for(app) as client:
+            await client.get("/api/users/1")
+        # leaving the lifespan shut the provider down, which flushed the batch
+        async with asyncio.timeout(10):
+            received = [json.loads(await receiver.stdout.readline()) for _ in range(2)]
+    finally:
+        receiver.terminate()
+        await receiver.wait()
+    assert {span["name"] for span in received} == {"GET /api/users/{id}", "GET"}
+    assert {(span["path"], span["service"]) for span in received} == {("/v1/traces", "gateway-test")}
+    assert len({span["trace_id"] for span in received}) == 1
