@@ -347,7 +347,7 @@ class CacheMiddleware:
         """A 304 refreshes the stored headers and lifetime; the body stays where it is (RFC 9111 §4.3.4)."""
         if not same_validator(entry, tee.headers):  # a 304 about another representation: ask plainly
             return await self._forward(request, variant, None, "stale", _no_body(), send)
-        merged = refreshed_headers(entry, tee.headers)
+        merged = refreshed_headers(entry, tee.headers, tee.response_time)
         decision = assess(
             entry.status,
             merged,

@@ -298,10 +298,13 @@ def same_validator(entry: StoredResponse, not_modified: Sequence[Header]) -> boo
     return new_modified is None or old_modified is None or new_modified.strip() == old_modified.strip()
 
 
-def refreshed_headers(entry: StoredResponse, not_modified: Sequence[Header]) -> list[Header]:
-    """The stored header fields updated by a 304 (RFC 9111 §3.2): fields it carries replace stored ones."""
+def refreshed_headers(entry: StoredResponse, not_modified: Sequence[Header], response_time: float) -> list[Header]:
+    """The stored header fields updated by a 304 (RFC 9111 §3.2): fields it carries replace stored ones.
+    A 304 without Date gets one (RFC 9110 §6.6.1), so the refreshed entry's age starts again."""
     excluded = _NOT_REFRESHED | _hop_by_hop(not_modified)
     updates = [(key, value) for key, value in not_modified if key not in excluded]
+    if not any(key == b"date" for key, _ in updates):
+        updates.append((b"date", formatdate(response_time, usegmt=True).encode()))
     replaced = {key for key, _ in updates}
     return [(key, value) for key, value in entry.headers if key not in replaced] + updates
 

@@ -1,0 +1,128 @@
+"""Concurrent misses for one key send one request upstream: in one process, and across replicas
+sharing Redis (each replica with its own client and its own in-process state)."""
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio
+
+from middleware.cache import CacheMiddleware, CacheOptions, CacheStore, KeyRules, MemoryStore, RedisStore, url_key_for
+from tests.cache.conftest import Clock, ObservedStore, Upstream, client_for
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_concurrent_misses_send_one_request_upstream(store: CacheStore, clock: Clock) -> None:
+    observed = ObservedStore(store)
+    upstream = Upstream()
+    upstream.gate = asyncio.Event()
+    async with client_for(CacheMiddleware(upstream, store=observed, clock=clock)) as client:
+        requests = [asyncio.create_task(client.get("/a")) for _ in range(50)]
+        await upstream.arrived.wait()
+        # every request has looked the key up (the leader twice when the lock is shared) and is waiting
+        await observed.after_gets(50 if isinstance(store, MemoryStore) else 51).wait()
+        upstream.gate.set()
+        responses = await asyncio.gather(*requests)
+    statuses = sorted(response.headers["cache-status"] for response in responses)
+    assert upstream.hits == 1
+    assert {response.text for response in responses} == {"hit 1"}
+    assert statuses == ["gateway; fwd=uri-miss; collapsed; ttl=60"] * 49 + ["gateway; fwd=uri-miss; stored"]
+
+
+async def test_followers_go_upstream_themselves_when_the_answer_cannot_be_shared(
+    store: CacheStore, clock: Clock
+) -> None:
+    """A private answer is the leader's alone; afterwards the key skips coalescing for a while."""
+    observed = ObservedStore(store)
+    upstream = Upstream({"cache-control": "private"})
+    upstream.gate = asyncio.Event()
+    async with client_for(CacheMiddleware(upstream, store=observed, clock=clock)) as client:
+        requests = [asyncio.create_task(client.get("/a")) for _ in range(5)]
+        await upstream.arrived.wait()
+        await observed.after_gets(5 if isinstance(store, MemoryStore) else 6).wait()
+        upstream.gate.set()
+        responses = await asyncio.gather(*requests)
+        upstream.gate = None
+        later = await asyncio.gather(*(client.get("/a") for _ in range(3)))
+    assert sorted(response.text for response in responses) == [f"hit {n}" for n in range(1, 6)]
+    assert (upstream.hits, {response.status_code for response in later}) == (8, {200})
+
+
+@pytest.fixture
+async def replicas(redis_url: str, redis_prefix: str, clock: Clock) -> AsyncIterator[list[ObservedStore]]:
+    """Two replicas' stores: separate clients on one Redis, one key prefix."""
+    clients = [redis.asyncio.Redis.from_url(redis_url) for _ in range(2)]
+    stores = [ObservedStore(RedisStore(client, prefix=redis_prefix)) for client in clients]
+    yield stores
+    for client in clients:
+        await client.aclose()
+
+
+async def test_two_replicas_sharing_redis_send_one_request_upstream(
+    replicas: list[ObservedStore], redis_client: redis.asyncio.Redis, clock: Clock
+) -> None:
+    first, second = replicas
+    upstream = Upstream()
+    upstream.gate = asyncio.Event()
+    apps = [CacheMiddleware(upstream, store=store, clock=clock) for store in replicas]
+    async with client_for(apps[0]) as client_a, client_for(apps[1]) as client_b:
+        on_a = [asyncio.create_task(client_a.get("/a")) for _ in range(50)]
+        await upstream.arrived.wait()
+        await first.after_gets(51).wait()  # A's leader holds the fill lock and is upstream
+        on_b = [asyncio.create_task(client_b.get("/a")) for _ in range(50)]
+        await second.waiting.wait()  # B's leader found the lock and waits for the fill
+        await second.after_gets(50).wait()
+        upstream.gate.set()
+        responses = await asyncio.gather(*on_a, *on_b)
+    assert upstream.hits == 1
+    assert {response.text for response in responses} == {"hit 1"}
+    assert sum("collapsed" in response.headers["cache-status"] for response in responses) == 99
+
+
+async def test_a_waiting_replica_goes_upstream_when_the_lock_holder_dies(
+    replicas: list[ObservedStore], clock: Clock
+) -> None:
+    dead, alive = replicas
+    url = url_key_for("http://test/a", KeyRules())
+    token = await dead.acquire(url, "h", 30)
+    assert token
+    upstream = Upstream()
+    async with client_for(CacheMiddleware(upstream, store=alive, clock=clock)) as client:
+        request = asyncio.create_task(client.get("/a"))
+        await alive.waiting.wait()
+        assert upstream.hits == 0
+        await dead.release(url, "h", token)  # the holder is gone and so is its lock
+        response = await request
+    assert (upstream.hits, response.headers["cache-status"]) == (1, "gateway; fwd=uri-miss; stored")
+
+
+async def test_a_waiting_replica_goes_upstream_when_the_lock_expires(
+    replicas: list[ObservedStore], clock: Clock
+) -> None:
+    dead, alive = replicas
+    token = await dead.acquire(url_key_for("http://test/a", KeyRules()), "h", 0.2)  # never released
+    assert token
+    upstream = Upstream()
+    cache = CacheMiddleware(upstream, store=alive, options=CacheOptions(lock_timeout=5), clock=clock)
+    async with client_for(cache) as client:
+        response = await client.get("/a")
+    assert (upstream.hits, response.text) == (1, "hit 1")
+
+
+async def test_background_refresh_runs_on_one_replica(replicas: list[ObservedStore], clock: Clock) -> None:
+    upstream = Upstream({"cache-control": "max-age=10, stale-while-revalidate=60"})
+    apps = [CacheMiddleware(upstream, store=store, clock=clock) for store in replicas]
+    async with client_for(apps[0]) as client_a, client_for(apps[1]) as client_b:
+        await client_a.get("/a")
+        clock.advance(20)
+        upstream.gate = asyncio.Event()
+        upstream.arrived.clear()
+        stale_a = await client_a.get("/a")
+        await upstream.arrived.wait()  # A refreshes in the background, holding the fill lock
+        stale_b = await client_b.get("/a")
+        await apps[1].wait_background()  # B's refresh found the lock taken and gave up
+        upstream.gate.set()
+        await apps[0].wait_background()
+        fresh_b = await client_b.get("/a")
+    assert (stale_a.text, stale_b.text, fresh_b.text, upstream.hits) == ("hit 1", "hit 1", "hit 2", 2)
