@@ -25,7 +25,7 @@ def parse_flags_header(value: str) -> dict[str, str]:
     """What an upstream app reads back: flag key -> variant."""
     flags: dict[str, str] = {}
     for item in value.split(";"):
-        key, separator, variant = item.strip().partition("=")
-        if separator and key:
-            flags[key] = unquote(variant)
+        key, separator, variant = item.partition("=")
+        if separator and key.strip():
+            flags[key.strip()] = unquote(variant.strip())
     return flags

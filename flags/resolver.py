@@ -13,6 +13,7 @@ from typing import Any, Protocol, TypeVar
 from flags.compiler import compile_definition, compile_override, flag_for_definition
 from flags.definitions import Definition
 from flags.evaluator import EvaluationError, Evaluator, Fixed, error_resolution
+from flags.listeners import Listeners
 from flags.model import EvaluationContext, Flag
 from flags.registry import Registry
 from flags.resolution import ErrorCode, Reason, Resolution
@@ -66,7 +67,7 @@ class Resolver:
         self._overrides = dict(overrides or {})
         self._hooks = tuple(hooks)
         self._failed_hooks: set[int] = set()
-        self._listeners: list[Callable[[Resolver], None]] = []
+        self._listeners: Listeners[[Resolver]] = Listeners()
         self._compiled_from = self._source_definitions()
         self._snapshot = self._compile()
         for source in self._sources:
@@ -124,8 +125,7 @@ class Resolver:
 
     def subscribe(self, listener: "Callable[[Resolver], None]") -> Callable[[], None]:
         """Calls `listener(resolver)` after every swap of definitions; returns a function that unsubscribes."""
-        self._listeners.append(listener)
-        return lambda: self._listeners.remove(listener)
+        return self._listeners.add(listener)
 
     def refresh(self) -> None:
         """Recompiles from the sources and swaps atomically (sources call this when they change)."""
@@ -134,11 +134,7 @@ class Resolver:
             return  # a source only reported an error: its last good definitions still stand
         self._compiled_from = current
         self._snapshot = self._compile()
-        for listener in tuple(self._listeners):
-            try:
-                listener(self)
-            except Exception:
-                logger.exception("flag update listener %r failed", listener)
+        self._listeners.notify(self)
 
     def _evaluate(self, evaluator: Evaluator, flag: Flag[T], context: EvaluationContext) -> Resolution[T]:
         try:

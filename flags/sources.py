@@ -18,6 +18,7 @@ from watchfiles import Change, awatch
 
 from flags.definitions import Definition
 from flags.documents import definition_from_json, definition_to_json, load_file
+from flags.listeners import Listeners
 from flags.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ class _Notifying:
     """The listener half of FlagSource, shared by the sources here."""
 
     def __init__(self) -> None:
-        self._listeners: list[Callable[[], None]] = []
+        self._listeners: Listeners[[]] = Listeners()
         self._definitions: Mapping[str, Definition] = {}
 
     @property
@@ -39,15 +40,10 @@ class _Notifying:
         return self._definitions
 
     def subscribe(self, listener: Callable[[], None]) -> Callable[[], None]:
-        self._listeners.append(listener)
-        return lambda: self._listeners.remove(listener)
+        return self._listeners.add(listener)
 
     def _notify(self) -> None:
-        for listener in tuple(self._listeners):
-            try:
-                listener()
-            except Exception:
-                logger.exception("flag source listener %r failed", listener)
+        self._listeners.notify()
 
 
 class InMemorySource(_Notifying):
