@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     timeout: TimeoutSettings = TimeoutSettings()
     pool_size: int = Field(default=256, ge=1)  # keep-alive connections per upstream and worker
     admin_prefix: str = "/_gateway"
+    access_log: Literal["json", "text", "off"] = "json"  # one line per request on stdout
+    request_id_header: str = "X-Request-ID"
     otel: OtelSettings = OtelSettings()
     forwarded_allow_ips: str = "127.0.0.1"  # peers whose X-Forwarded-* uvicorn trusts for the client address
 

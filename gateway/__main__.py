@@ -6,10 +6,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import uvicorn
+
 from config.errors import ConfigError
 from config.loader import load_route_file
 from config.routes import RouteFile
 from config.settings import ENV_PREFIX, Settings, load_settings
+from gateway.logs import log_config
 
 EXIT_INVALID = 1  # `gateway check`: the files are wrong
 EXIT_CONFIG = 2  # `gateway run`: cannot start with this configuration
@@ -111,8 +114,6 @@ def serve(settings: Settings) -> None:
             log_level=LogLevels(settings.log_level),
         ).serve()
         return
-    import uvicorn
-
     uvicorn.run(
         "gateway.app:create_app",
         factory=True,
@@ -124,6 +125,8 @@ def serve(settings: Settings) -> None:
         ws="none",
         lifespan="on",
         log_level=settings.log_level,
+        log_config=log_config(settings.log_level),
+        access_log=False,  # the gateway writes its own, with route, upstream and trace ids
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
         server_header=False,

@@ -19,9 +19,12 @@ from config.loader import load_route_file
 from config.routes import RouteFile, UpstreamSpec
 from config.settings import Settings, load_settings
 from gateway.health import Health
+from gateway.logs import ACCESS_LOGGER
 from gateway.routing import PathGuard, build_routes, method_not_allowed, not_found
 from gateway.telemetry import TracedTransport, build_tracer_provider, server_span_attributes
 from gateway.upstreams import AiohttpTransport, HttpxTransport, Timeouts, Transport, Upstream
+from middleware.access_log import AccessLogMiddleware
+from middleware.request_id import RequestIdMiddleware
 from middleware.tracing import tracing_middleware
 
 
@@ -64,7 +67,12 @@ def build_app(
             *health.routes(settings.admin_prefix),
             *build_routes(routes, upstreams, max_body_bytes=settings.max_body_bytes),
         ],
-        middleware=[*tracing(settings, tracer_provider), Middleware(PathGuard)],
+        middleware=[
+            *tracing(settings, tracer_provider),
+            Middleware(RequestIdMiddleware, header=settings.request_id_header),
+            *access_log(settings),
+            Middleware(PathGuard),
+        ],
         exception_handlers={404: not_found, 405: method_not_allowed},
         lifespan=lifespan,
     )
@@ -89,6 +97,12 @@ def tracing(settings: Settings, tracer_provider: TracerProvider | None) -> list[
             scope_attributes=server_span_attributes,
         )
     ]
+
+
+def access_log(settings: Settings) -> list[Middleware]:
+    if settings.access_log == "off":
+        return []
+    return [Middleware(AccessLogMiddleware, logger=ACCESS_LOGGER, log_format=settings.access_log)]
 
 
 def build_upstreams(routes: RouteFile, settings: Settings, apps: Mapping[str, ASGIApp]) -> dict[str, Upstream]:

@@ -1,0 +1,71 @@
+"""One log line per request, written when the response is complete: JSON by default, or plain text.
+
+Fields come from the request, from the response as sent, and from what inner layers recorded in
+`scope["state"]` (request_id, upstream, cache_status). The trace and span ids are those of the current
+OpenTelemetry span, so a log line leads to its trace.
+"""
+
+import json
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Literal
+
+from opentelemetry import trace
+
+from middleware.types import ASGIApp, Message, Receive, Scope, Send
+
+AccessLogFormat = Literal["json", "text"]
+
+
+class AccessLogMiddleware:
+    def __init__(
+        self, app: ASGIApp, *, logger: logging.Logger | None = None, log_format: AccessLogFormat = "json"
+    ) -> None:
+        if log_format not in ("json", "text"):
+            raise ValueError(f"log_format must be 'json' or 'text', got {log_format!r}")
+        self.app = app
+        self.logger = logger or logging.getLogger("access")
+        self.log_format = log_format
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.logger.isEnabledFor(logging.INFO):
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # what the server answers if the app raises before starting a response
+        sent = 0
+
+        async def recording_send(message: Message) -> None:
+            nonlocal status, sent
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recording_send)
+        finally:
+            self.logger.info(self._line(scope, status, sent, time.perf_counter() - started))
+
+    def _line(self, scope: Scope, status: int, sent: int, duration: float) -> str:
+        state = scope.get("state", {})
+        context = trace.get_current_span().get_span_context()
+        fields: dict[str, object] = {
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "method": scope["method"],
+            "route": getattr(scope.get("route"), "path_format", None),
+            "path": scope["path"],
+            "status": status,
+            "duration_ms": round(duration * 1000, 3),
+            "bytes": sent,
+            "upstream": state.get("upstream"),
+            "cache": state.get("cache_status"),
+            "request_id": state.get("request_id"),
+            "trace_id": f"{context.trace_id:032x}" if context.is_valid else None,
+            "span_id": f"{context.span_id:016x}" if context.is_valid else None,
+        }
+        if self.log_format == "json":
+            return json.dumps(fields, separators=(",", ":"))
+        return " ".join(f"{key}={'-' if value is None else value}" for key, value in fields.items())

@@ -1,0 +1,95 @@
+"""Request ids and the access log through the gateway: one line per request that leads to its trace."""
+
+import json
+import logging
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from tests.gateway.conftest import GatewayFactory, client_for
+from tests.upstreams import echo
+
+pytestmark = pytest.mark.anyio
+
+ROUTES = """
+upstreams:
+  users: {url: "http://users.internal"}
+routes:
+  - path: /api/users/{id}
+    upstream: users
+"""
+
+
+def seen_values(response_json: dict, name: str) -> list[str]:
+    return [value for key, value in response_json["headers"] if key == name]
+
+
+@pytest.mark.parametrize(
+    ("incoming", "kept"),
+    [("abc-123_x.y:z", True), ("a" * 128, True), ("a" * 129, False), ("has space", False), ("x\u00e9", False)],
+    ids=["token", "longest", "too-long", "space", "non-ascii"],
+)
+async def test_request_id_is_kept_when_sane_and_replaced_otherwise(
+    make_gateway: GatewayFactory, incoming: str, kept: bool
+) -> None:
+    app = make_gateway(ROUTES, upstreams={"users": echo})
+    async with client_for(app) as client:
+        response = await client.get("/api/users/1", headers={b"X-Request-ID": incoming.encode("utf-8")})
+    returned = response.headers["x-request-id"]
+    assert (returned == incoming) is kept
+    assert seen_values(response.json(), "x-request-id") == [returned]  # the upstream saw the same one
+    assert len(response.headers.get_list("x-request-id")) == 1
+
+
+async def test_request_id_is_generated_when_absent(make_gateway: GatewayFactory) -> None:
+    app = make_gateway(ROUTES, upstreams={"users": echo})
+    async with client_for(app) as client:
+        first = await client.get("/api/users/1")
+        second = await client.get("/api/users/1")
+    assert len(first.headers["x-request-id"]) == 32
+    assert first.headers["x-request-id"] != second.headers["x-request-id"]
+
+
+async def test_access_log_line_carries_request_and_trace_ids(
+    make_gateway: GatewayFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    app = make_gateway(ROUTES, upstreams={"users": echo}, tracer_provider=provider)
+    caplog.set_level(logging.INFO, logger="gateway.access")
+    async with client_for(app) as client:
+        response = await client.get("/api/users/1?x=1", headers={"X-Request-ID": "req-1"})
+    [record] = [record for record in caplog.records if record.name == "gateway.access"]
+    line = json.loads(record.getMessage())
+    server = next(span for span in exporter.get_finished_spans() if span.kind == SpanKind.SERVER)
+    assert line["request_id"] == "req-1"
+    assert line["trace_id"] == f"{server.context.trace_id:032x}"
+    assert line["span_id"] == f"{server.context.span_id:016x}"
+    assert {key: line[key] for key in ("method", "route", "path", "status", "upstream", "cache")} == {
+        "method": "GET",
+        "route": "/api/users/{id}",
+        "path": "/api/users/1",
+        "status": 200,
+        "upstream": "users",
+        "cache": None,
+    }
+    assert line["bytes"] == len(response.content)
+    assert line["duration_ms"] > 0
+
+
+async def test_access_log_in_text_and_off(make_gateway: GatewayFactory, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.access")
+    text = make_gateway(ROUTES, upstreams={"users": echo}, access_log="text")
+    off = make_gateway(ROUTES, upstreams={"users": echo}, access_log="off")
+    async with client_for(text) as client:
+        await client.get("/nowhere", headers={"X-Request-ID": "r2"})
+    async with client_for(off) as client:
+        await client.get("/nowhere")
+    [record] = [record for record in caplog.records if record.name == "gateway.access"]
+    message = record.getMessage()
+    assert "method=GET route=- path=/nowhere status=404" in message
+    assert "request_id=r2 trace_id=- span_id=-" in message
