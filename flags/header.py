@@ -8,17 +8,13 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, unquote
 
-from flags.model import value_name
 from flags.resolution import Resolution
 
 _SAFE = "!#$&'()*+-./:<>?@[]^_`{|}~"  # everything printable but space, '"', '%', ',', ';', '=' and '\\'
 
 
 def format_flags_header(resolutions: Mapping[str, Resolution[Any]]) -> str:
-    return "; ".join(
-        f"{key}={quote(r.variant if r.variant is not None else value_name(r.value), safe=_SAFE)}"
-        for key, r in resolutions.items()
-    )
+    return "; ".join(f"{key}={quote(resolution.label, safe=_SAFE)}" for key, resolution in resolutions.items())
 
 
 def parse_flags_header(value: str) -> dict[str, str]:

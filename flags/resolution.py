@@ -4,6 +4,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Generic, TypeVar
 
+from flags.model import value_name
+
 T = TypeVar("T")
 
 
@@ -36,3 +38,8 @@ class Resolution(Generic[T]):
     variant: str | None = None
     error_code: ErrorCode | None = None
     error_message: str | None = None
+
+    @property
+    def label(self) -> str:
+        """What was decided, as a short string for headers and cache keys: the variant, else the value's name."""
+        return self.variant if self.variant is not None else value_name(self.value)

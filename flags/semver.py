@@ -8,6 +8,7 @@ import operator
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 
 _NUMBER = r"0|[1-9][0-9]*"
 _IDENTIFIERS = r"[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*"
@@ -28,6 +29,7 @@ class Version:
     pre: tuple[tuple[int, int | str], ...]  # numeric identifiers (0, n) sort before alphanumeric ones (1, s)
 
 
+@lru_cache(maxsize=4096)  # the same few app versions arrive over and over
 def parse_version(text: str) -> Version | None:
     """The version `text` names, or None when it is not one."""
     match = _VERSION.fullmatch(text)

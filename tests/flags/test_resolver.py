@@ -314,3 +314,43 @@ def test_a_definition_that_does_not_fit_the_code_flag_resolves_as_an_error() -> 
     resolution = resolver.details(flag, ctx())
     assert (resolution.value, resolution.error_code) == (1, ErrorCode.TYPE_MISMATCH)
     assert resolver.problems == {"limit": "defined as str, declared in code as int"}
+
+
+def test_a_failing_update_listener_does_not_stop_the_others() -> None:
+    source = InMemorySource()
+    resolver = Resolver(sources=[source])
+    seen: list[str] = []
+
+    def failing(resolver: Resolver) -> None:
+        raise RuntimeError("listener bug")
+
+    resolver.subscribe(failing)
+    unsubscribe = resolver.subscribe(lambda r: seen.append(",".join(r.definitions())))
+    source.put(parse_document({"flags": {"a": {"type": "int", "default": 1}}})["a"])
+    unsubscribe()
+    unsubscribe()  # twice is harmless
+    source.put(parse_document({"flags": {"b": {"type": "int", "default": 1}}})["b"])
+    assert seen == ["a"]
+
+
+def test_declare_keeps_flags_declared_in_code() -> None:
+    registry = Registry()
+    coded = registry.int("limit", default=1)
+    definitions = parse_document(
+        {"flags": {"limit": {"type": "int", "default": 2}, "theme": {"type": "str", "default": "x"}}}
+    )
+    limit, theme = registry.declare(definitions.values())
+    assert (limit is coded, theme.key, theme.default, registry["theme"] is theme) == (True, "theme", "x", True)
+
+
+@pytest.mark.parametrize(
+    ("resolution", "label"),
+    [
+        (Resolution(True, Reason.STATIC, "on"), "on"),
+        (Resolution(5, Reason.ERROR), "5"),
+        (Resolution(None, Reason.ERROR), "null"),
+    ],
+    ids=["variant", "value", "none"],
+)
+def test_a_resolution_is_labelled_by_its_variant_else_its_value(resolution: Resolution[Any], label: str) -> None:
+    assert resolution.label == label
