@@ -219,9 +219,7 @@ class CacheMiddleware:
             if not isinstance(record, StoredResponse) or not request.matches(record):
                 return None, variant, "vary-miss"
             return record, variant, ""
-        if not request.matches(record):
-            return None, request.head, "vary-miss"
-        return record, request.head, ""
+        return record, request.head, ""  # stored at the head variant: it does not vary
 
     async def _replay(self, request: _Request, entry: StoredResponse, now: float, status: bytes, send: Send) -> None:
         headers = [*entry.headers, (b"age", b"%d" % entry.age(now)), (b"cache-status", status)]
@@ -301,9 +299,9 @@ class CacheMiddleware:
         options = self.options
         now = self.clock()
         conditions = conditional_headers(entry) if entry is not None else []
-        fallback = None
-        if entry is not None and send is not None and entry.stale_if_error > 0:
-            fallback = entry if entry.age(now) - entry.lifetime <= entry.stale_if_error else None
+        fallback: tuple[StoredResponse, Send] | None = None  # what stale-if-error would answer, and to whom
+        if entry is not None and send is not None and 0 < entry.stale_if_error >= entry.age(now) - entry.lifetime:
+            fallback = (entry, send)
         divert = (304,) if conditions else ()
         tee = _Tee(self, request, send, reason, divert=divert, errors_divert=fallback is not None)
         scope = request.scope
@@ -320,14 +318,14 @@ class CacheMiddleware:
             if fallback is None or tee.committed:
                 raise
             logger.warning("Upstream failed for %s; serving the stored response (stale-if-error)", scope["path"])
-            await self._replay_stale(request, fallback, None, send)
+            await self._replay_stale(request, *fallback, None)
             return None
 
         if tee.diverted:
             if tee.status == 304 and entry is not None:
                 return await self._revalidated(request, variant, entry, tee, send)
             assert fallback is not None  # only 5xx are diverted besides 304, and only with a fallback
-            await self._replay_stale(request, fallback, tee.status, send)
+            await self._replay_stale(request, *fallback, tee.status)
             return None
         await tee.finish()
         stored = tee.stored()
@@ -372,10 +370,8 @@ class CacheMiddleware:
         return refreshed
 
     async def _replay_stale(
-        self, request: _Request, entry: StoredResponse, upstream_status: int | None, send: Send | None
+        self, request: _Request, entry: StoredResponse, send: Send, upstream_status: int | None
     ) -> None:
-        if send is None:
-            return
         request.scope["state"]["cache_status"] = "stale"
         now = self.clock()
         forwarded = f"; fwd-status={upstream_status}" if upstream_status is not None else ""

@@ -29,7 +29,6 @@ __all__ = [
     "assess",
     "conditional_headers",
     "refreshed_headers",
-    "remaining",
     "same_validator",
 ]
 
@@ -307,8 +306,3 @@ def refreshed_headers(entry: StoredResponse, not_modified: Sequence[Header], res
         updates.append((b"date", formatdate(response_time, usegmt=True).encode()))
     replaced = {key for key, _ in updates}
     return [(key, value) for key, value in entry.headers if key not in replaced] + updates
-
-
-def remaining(entry: StoredResponse, now: float) -> float:
-    """Remaining freshness (negative once stale): the `ttl` of Cache-Status (RFC 9211 §2.4)."""
-    return entry.lifetime - entry.age(now)

@@ -7,7 +7,17 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio
 
-from middleware.cache import CacheMiddleware, CacheOptions, CacheStore, KeyRules, MemoryStore, RedisStore, url_key_for
+from middleware.cache import (
+    CacheMiddleware,
+    CacheOptions,
+    CacheStore,
+    KeyRules,
+    MemoryStore,
+    RedisStore,
+    StoredResponse,
+    UrlKey,
+    url_key_for,
+)
 from tests.cache.conftest import Clock, ObservedStore, Upstream, client_for
 
 pytestmark = pytest.mark.anyio
@@ -126,3 +136,41 @@ async def test_background_refresh_runs_on_one_replica(replicas: list[ObservedSto
         await apps[0].wait_background()
         fresh_b = await client_b.get("/a")
     assert (stale_a.text, stale_b.text, fresh_b.text, upstream.hits) == ("hit 1", "hit 1", "hit 2", 2)
+
+
+class FilledMeanwhile(ObservedStore):
+    """Another replica's answer lands between this replica's lookup and its lock."""
+
+    def __init__(self, inner: CacheStore, landed: StoredResponse) -> None:
+        super().__init__(inner)
+        self.landed = landed
+
+    async def acquire(self, url: UrlKey, variant: str, ttl: float) -> str | None:
+        await self.inner.put(url, [(variant, self.landed)], ttl=60, tags=())
+        return await super().acquire(url, variant, ttl)
+
+
+async def test_an_answer_that_landed_before_the_lock_is_used(
+    redis_client: redis.asyncio.Redis, redis_prefix: str, clock: Clock
+) -> None:
+    landed = StoredResponse(200, ((b"content-length", b"5"),), b"other", clock(), clock(), 0.0, 60.0)
+    store = FilledMeanwhile(RedisStore(redis_client, prefix=redis_prefix), landed)
+    upstream = Upstream()
+    async with client_for(CacheMiddleware(upstream, store=store, clock=clock)) as client:
+        response = await client.get("/a")
+        again = await client.get("/a")
+    assert (upstream.hits, response.text, again.text) == (0, "other", "other")
+    assert response.headers["cache-status"] == "gateway; fwd=uri-miss; collapsed; ttl=60"
+    assert await store.acquire(url_key_for("http://test/a", KeyRules()), "h", 1)  # the lock was released
+
+
+async def test_a_waiting_replica_stops_waiting_after_its_lock_timeout(
+    replicas: list[ObservedStore], clock: Clock
+) -> None:
+    dead, alive = replicas
+    assert await dead.acquire(url_key_for("http://test/a", KeyRules()), "h", 30)
+    upstream = Upstream()
+    cache = CacheMiddleware(upstream, store=alive, options=CacheOptions(lock_timeout=0.1), clock=clock)
+    async with client_for(cache) as client:
+        response = await client.get("/a")
+    assert (upstream.hits, response.headers["cache-status"]) == (1, "gateway; fwd=uri-miss; stored")

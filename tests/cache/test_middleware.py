@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from middleware.cache import CacheMiddleware, CacheOptions, CacheStore, KeyRules
 from tests.cache.conftest import CacheFactory, Clock, Upstream, client_for
@@ -376,3 +376,49 @@ async def test_json_problem_names_only_if_cached(make_cache: CacheFactory) -> No
         miss = await client.get("/a", headers={"cache-control": "only-if-cached"})
     assert miss.headers["cache-status"] == "gateway; detail=only-if-cached"
     assert "only-if-cached" in json.loads(miss.content)["detail"]
+
+
+async def test_head_miss_on_a_streamed_body_sends_headers_only(make_cache: CacheFactory) -> None:
+    async def streaming(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"cache-control", b"max-age=60")]})
+        await send({"type": "http.response.body", "body": b"abc", "more_body": True})
+        await send({"type": "http.response.body", "body": b"def"})
+
+    async with client_for(make_cache(streaming)) as client:
+        head = await client.head("/a")
+        get = await client.get("/a")
+    assert (head.status_code, head.content, get.text) == (200, b"", "abcdef")
+    assert get.headers["cache-status"] == "gateway; hit; ttl=60"
+
+
+async def test_messages_are_relayed_in_order_and_a_missing_body_is_completed(make_cache: CacheFactory) -> None:
+    """Other response messages (trailers here) pass through; an app that stops after its start
+    message still gives the client a complete response."""
+
+    async def with_trailers(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [], "trailers": True})
+        await send({"type": "http.response.body", "body": b"abc"})
+        await send({"type": "http.response.trailers", "headers": [(b"x-checksum", b"1")]})
+
+    async def start_only(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+
+    sent: list[Message] = []
+
+    async def record(message: Message) -> None:
+        sent.append(message)
+
+    async def request() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    scope = {"type": "http", "method": "GET", "scheme": "http", "path": "/a", "query_string": b"", "headers": []}
+    await make_cache(with_trailers)(scope, request, record)
+    await make_cache(start_only)({**scope, "path": "/b"}, request, record)
+    assert [message["type"] for message in sent] == [
+        "http.response.start",
+        "http.response.body",
+        "http.response.trailers",
+        "http.response.start",
+        "http.response.body",
+    ]
+    assert (sent[1]["body"], sent[4]["body"]) == (b"abc", b"")

@@ -11,7 +11,16 @@ import pytest
 import redis.asyncio
 from redis.crc import key_slot
 
-from middleware.cache import CacheMiddleware, KeyRules, RedisStore, StoredResponse, StoreUnavailable, VaryIndex
+from middleware.cache import (
+    CacheMiddleware,
+    KeyRules,
+    MemoryStore,
+    RedisStore,
+    StoredResponse,
+    StoreUnavailable,
+    TieredStore,
+    VaryIndex,
+)
 from middleware.cache.keys import UrlKey, url_key_for
 from tests.cache.conftest import Clock, Upstream, client_for
 from tests.conftest import start_redis_server
@@ -180,16 +189,39 @@ async def test_killed_redis_degrades_to_pass_through(
         assert (await http.get("/a")).text == "hit 1"
         proc.terminate()
         proc.wait()
+        with pytest.raises(StoreUnavailable, match="Connection"):
+            await cache.purge_url("http://test/a")  # an operator learns that a purge did not happen
+        breaker_clock.now += 6
         failing = await http.get("/a")
         bypassed = await http.get("/a")
+        posted = await http.post("/a")  # its invalidation cannot happen; the request still succeeds
         breaker_clock.now += 6  # cool-down over: Redis is tried again, and is still down
         retried = await http.get("/a")
-    assert [r.status_code for r in (failing, bypassed, retried)] == [200, 200, 200]
-    assert [r.text for r in (failing, bypassed, retried)] == ["hit 2", "hit 3", "hit 4"]
+    assert [r.status_code for r in (failing, bypassed, posted, retried)] == [200, 200, 200, 200]
+    assert [r.text for r in (failing, bypassed, retried)] == ["hit 2", "hit 3", "hit 5"]
     assert {r.headers["cache-status"] for r in (failing, bypassed, retried)} == {"gateway; fwd=bypass"}
     assert store.available is False
-    with pytest.raises(StoreUnavailable):
+    with pytest.raises(StoreUnavailable, match="cooling down"):
         await cache.purge_tag("anything")
+
+
+@pytest.mark.integration
+async def test_a_tiered_store_keeps_serving_hot_keys_while_redis_is_down(
+    own_redis: tuple[redis.asyncio.Redis, subprocess.Popen[str]], clock: Clock
+) -> None:
+    client, proc = own_redis
+    store = TieredStore(l1=MemoryStore(clock=clock), l2=RedisStore(client, prefix="c:", timeout=0.5), l1_ttl=10)
+    upstream = Upstream()
+    cache = CacheMiddleware(upstream, store=store, clock=clock)
+    async with client_for(cache) as http:
+        await http.get("/a")
+        proc.terminate()
+        proc.wait()
+        hot = await http.get("/a")
+        cold = await http.get("/b")
+        cold_again = await http.get("/b")
+    assert (hot.text, hot.headers["cache-status"]) == ("hit 1", "gateway; hit; ttl=60")
+    assert (cold.text, cold_again.text, upstream.hits) == ("hit 2", "hit 2", 2)  # L1 alone still caches
 
 
 @pytest.mark.integration
@@ -222,6 +254,12 @@ async def test_from_url_owns_its_client(redis_url: str, redis_prefix: str) -> No
         assert await store.delete(URL) == 1
     finally:
         await store.aclose()
+
+
+@pytest.mark.parametrize("options", [{"timeout": 0}, {"purge_timeout": 0}, {"cooldown": -1}])
+def test_store_options_are_validated(options: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="timeout"):
+        RedisStore(redis.asyncio.Redis(), **options)
 
 
 def test_url_key_is_a_value() -> None:

@@ -193,3 +193,47 @@ async def test_aclose_cancels_a_hanging_background_refresh(make_cache: CacheFact
     await cache.aclose(grace=0.01)
     assert (stale.text, upstream.hits) == ("hit 1", 2)
     await cache.wait_background()  # nothing left running
+
+
+async def test_a_304_that_forbids_storing_answers_once_and_stores_nothing(
+    make_cache: CacheFactory, clock: Clock
+) -> None:
+    upstream = Upstream(validated())
+    upstream.not_modified_headers = {"cache-control": "no-store", "etag": '"v1"'}
+    async with client_for(make_cache(upstream, keep=600)) as client:
+        await client.get("/a")
+        clock.advance(11)
+        answered = await client.get("/a")
+        again = await client.get("/a")
+    assert (upstream.hits, answered.text, again.text) == (3, "hit 1", "hit 1")
+    assert answered.headers["cache-status"] == "gateway; fwd=stale; fwd-status=304; detail=no-store; ttl=-1"
+
+
+async def test_a_failed_background_refresh_keeps_the_stale_entry(
+    make_cache: CacheFactory, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    upstream = Upstream({"cache-control": "max-age=10, stale-while-revalidate=60"})
+    cache = make_cache(upstream)
+    async with client_for(cache) as client:
+        await client.get("/a")
+        clock.advance(15)
+        upstream.error = RuntimeError("upstream broke")
+        first = await client.get("/a")
+        await cache.wait_background()
+        second = await client.get("/a")
+        await cache.wait_background()
+    assert (first.text, second.text, upstream.hits) == ("hit 1", "hit 1", 3)
+    assert [record.message for record in caplog.records] == ["Background refresh of /a failed"] * 2
+
+
+async def test_error_timeout_does_not_apply_once_the_upstream_answers(make_cache: CacheFactory, clock: Clock) -> None:
+    upstream = Upstream({"cache-control": "max-age=10"})
+    cache = make_cache(upstream, stale_if_error=60, error_timeout=5)
+    async with client_for(cache) as client:
+        await client.get("/a")
+        clock.advance(15)
+        refreshed = await client.get("/a")
+    assert (refreshed.text, refreshed.headers["cache-status"]) == (
+        "hit 2",
+        "gateway; fwd=stale; fwd-status=200; stored",
+    )
