@@ -8,7 +8,7 @@ import pytest
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from flags import FlagdDocument, FlagDefinitions, FlagFile, Registry, parse_document, validation_context
+from flags import FlagdDocument, FlagDefinitions, FlagdFlag, FlagFile, Registry, parse_document, validation_context
 from flags.documents import definition_from_json, definition_to_json
 
 ROUTE_FILE_FLAGS = """
@@ -249,3 +249,44 @@ def test_flagd_variants_must_fit_a_flag_declared_in_code() -> None:
     [error] = caught.value.errors()
     assert error["loc"] == ("flags", "max-items", "variants")
     assert error["msg"] == "variant 'many': int flag: expected an integer, got str 'lots'"
+
+
+@pytest.mark.parametrize(
+    ("data", "loc", "message"),
+    [
+        ({"flags": []}, ("flags",), "Input should be a valid dictionary"),
+        ({"flags": {"a": [1]}}, ("flags", "a"), "Input should be a valid dictionary or instance of FlagDefinition"),
+        ({"flags": {"a b": {"type": "int", "default": 1}}}, ("flags", "a b", "[key]"), "String should match pattern"),
+    ],
+    ids=["flags-not-a-mapping", "definition-not-a-mapping", "bad-key"],
+)
+def test_malformed_files(data: Any, loc: tuple[Any, ...], message: str) -> None:
+    [(error_loc, error_message)] = errors(data)[:1]
+    assert error_loc == loc
+    assert message in error_message
+
+
+@pytest.mark.parametrize(
+    ("variants", "kind"),
+    [
+        ({"a": True}, "bool"),
+        ({"a": 1, "b": 2}, "int"),
+        ({"a": 1, "b": 0.5}, "float"),
+        ({"a": "x"}, "str"),
+        ({"a": {}, "b": [1]}, "json"),
+    ],
+)
+def test_flagd_flags_take_their_kind_from_their_variants(variants: dict[str, Any], kind: str) -> None:
+    document = parse_document({"flags": {"f": {"state": "ENABLED", "variants": variants}}})
+    assert isinstance(document["f"], FlagdFlag)
+    assert document["f"].kind == kind
+
+
+def test_a_flagd_document_needs_flags() -> None:
+    with pytest.raises(ValidationError, match="flags\n  Input should be a valid dictionary"):
+        FlagdDocument.model_validate({"flags": "none"})
+
+
+def test_a_stored_definition_is_a_json_object() -> None:
+    with pytest.raises(ValueError, match="flag 'a': expected a JSON object"):
+        definition_from_json("a", "[1]")

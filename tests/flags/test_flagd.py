@@ -208,3 +208,15 @@ def test_fractional_argument_handling(args: tuple[Any, ...], result: Any) -> Non
 )
 def test_sem_ver_argument_handling(args: tuple[Any, ...], result: Any) -> None:
     assert sem_ver({}, *args) == result
+
+
+@pytest.mark.parametrize(
+    ("targeting", "variant"),
+    [({"if": [True, True, False]}, "true"), ({"+": [1.0, 1]}, "2"), ({"+": [0.5, 1]}, "1.5")],
+    ids=["bool", "integral-float", "float"],
+)
+def test_targeting_results_are_variant_names_as_flagd_prints_them(targeting: Any, variant: str, tmp_path: Path) -> None:
+    path = tmp_path / "flags.json"
+    variants = {"true": "yes", "false": "no", "2": "two", "1.5": "one and a half"}
+    path.write_text(json.dumps({"flags": {"f": {"state": "ENABLED", "variants": variants, "targeting": targeting}}}))
+    assert Resolver(sources=[FileSource(path)]).evaluate("f", EvaluationContext()).variant == variant

@@ -12,6 +12,7 @@ from openfeature.evaluation_context import EvaluationContext as OpenFeatureConte
 from openfeature.event import EventDetails, ProviderEvent
 from openfeature.exception import ErrorCode as OpenFeatureErrorCode
 from openfeature.flag_evaluation import FlagEvaluationDetails
+from pydantic import BaseModel
 
 from flags import EvaluationContext, Flag, FlagDefinition, Reason, Registry, Resolution, Resolver
 from flags.openfeature import ResolverProvider
@@ -158,3 +159,17 @@ def test_definition_changes_are_announced() -> None:
     finally:
         api.clear_providers()
     assert seen.empty()
+
+
+class Banner(BaseModel):
+    text: str
+
+
+def test_model_flags_are_objects_and_a_missing_context_is_empty() -> None:
+    own = Registry()
+    banner = own.model("banner", Banner, default=Banner(text="hi"))
+    provider = ResolverProvider(
+        Resolver(own, sources=[InMemorySource([FlagDefinition(key="banner", type="json", default={"text": "sale"})])])
+    )
+    details = provider.resolve_object_details("banner", {})
+    assert (details.value, details.reason, banner.default) == ({"text": "sale"}, "STATIC", Banner(text="hi"))

@@ -1,5 +1,7 @@
 """Resolution: overrides, rules in order, splits, defaults; and errors as values, never exceptions."""
 
+from collections.abc import Iterator, Mapping
+from enum import Enum
 from typing import Any
 
 import pytest
@@ -354,3 +356,85 @@ def test_declare_keeps_flags_declared_in_code() -> None:
 )
 def test_a_resolution_is_labelled_by_its_variant_else_its_value(resolution: Resolution[Any], label: str) -> None:
     assert resolution.label == label
+
+
+def test_a_value_that_a_variant_holds_goes_by_that_variants_name() -> None:
+    data = {"flags": {"f": {"type": "bool", "default": False, "variants": {"on": True, "off": False},
+                            "rules": [{"users": ["u-1"], "value": True}]}}}  # fmt: skip
+    resolver, flags = make_resolver(data)
+    assert resolver.details(flags["f"], ctx("u-1")) == Resolution(True, Reason.TARGETING_MATCH, "on")
+    assert resolver.details(flags["f"], ctx("u-2")) == Resolution(False, Reason.DEFAULT, "off")
+
+
+def test_without_a_default_in_the_file_the_code_default_applies() -> None:
+    registry = Registry()
+    flag = registry.int("limit", default=10)
+    definitions = parse_document(
+        {"flags": {"limit": {"type": "int", "rules": [{"users": ["u-1"], "value": 1}]}}}, registry
+    )
+    resolver = Resolver(registry, sources=[InMemorySource(definitions)])
+    assert resolver.details(flag, ctx("u-2")) == Resolution(10, Reason.DEFAULT, "10")
+
+
+@pytest.mark.parametrize(
+    ("declare", "text", "expected"),
+    [
+        (lambda r: r.float("f", default=0.0), "0.25", Resolution(0.25, Reason.STATIC, "0.25")),
+        (lambda r: r.json("f", default={}), '{"a":1}', Resolution({"a": 1}, Reason.STATIC, '{"a":1}')),
+        (lambda r: r.str("f", default="x"), "plain", Resolution("plain", Reason.STATIC, "plain")),
+    ],
+    ids=["float", "json", "str"],
+)
+def test_overrides_are_read_as_the_flags_type(declare: Any, text: str, expected: Resolution[Any]) -> None:
+    registry = Registry()
+    flag = declare(registry)
+    assert Resolver(registry, overrides={"f": text}).details(flag, ctx()) == expected
+
+
+def test_an_override_outside_an_enum_is_a_problem() -> None:
+    registry = Registry()
+    flag = registry.enum("plan", Plan, default=Plan.FREE)
+    resolver = Resolver(registry, overrides={"plan": "gold"})
+    assert resolver.details(flag, ctx()).error_code is ErrorCode.PARSE_ERROR
+    assert resolver.problems == {"plan": "override 'gold': expected one of ['free', 'pro'], got 'gold'"}
+
+
+class Plan(Enum):
+    FREE = "free"
+    PRO = "pro"
+
+
+class Hostile(Mapping[str, object]):
+    """Attributes that fail when read: the resolver still answers."""
+
+    def __getitem__(self, key: str) -> object:
+        raise RuntimeError("attribute store down")
+
+    def get(self, key: str, default: object = None) -> object:
+        raise RuntimeError("attribute store down")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+def test_nothing_raises_into_the_request_path() -> None:
+    resolution = RESOLVER.details(FLAGS_BY_KEY["new-profile"], EvaluationContext("u-3", Hostile()))
+    assert resolution == Resolution(
+        False, Reason.ERROR, error_code=ErrorCode.GENERAL, error_message="RuntimeError: attribute store down"
+    )
+
+
+def test_hooks_can_be_added_later_and_the_registry_is_shared() -> None:
+    registry = Registry()
+    flag = registry.bool("f", default=True)
+    resolver = Resolver(registry, overrides={"f": "false"})
+    seen: list[str] = []
+    resolver.add_hook(lambda key, context, resolution: seen.append(f"{key}={resolution.label}"))
+    assert (resolver.resolve(flag, ctx()), seen, resolver.registry is registry) == (False, ["f=false"], True)
+
+
+def test_the_org_attribute() -> None:
+    assert (ctx("u", org="acme").org, ctx("u", org=3).org, ctx("u").org) == ("acme", None, None)
