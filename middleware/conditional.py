@@ -1,0 +1,393 @@
+"""Conditional requests (RFC 9110 §13): 304 for reads, 412 for writes, and ETags for responses lacking one.
+
+Place it outside (before) anything that changes the body, such as compression: a generated ETag hashes the
+bytes this middleware sees, so a body changed further out would keep a tag naming other bytes. Place it
+outside a cache too: a cache inside it can answer revalidations itself with `is_not_modified` and
+`not_modified_start`.
+"""
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Literal, get_args
+
+import anyio
+from anyio.lowlevel import checkpoint
+from starlette.datastructures import Headers, MutableHeaders
+
+from middleware.etags import ANY, EntityTag, generate_etag, parse_etag, parse_etag_list, strong_match, weak_match
+from middleware.httpdates import parse_http_date
+from middleware.problem import problem_response
+from middleware.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = [
+    "ConditionalMiddleware",
+    "Preconditions",
+    "Validators",
+    "failed_precondition",
+    "is_not_modified",
+    "not_modified_start",
+]
+
+Preconditions = Literal["auto", "gateway", "upstream"]
+
+# RFC 9110 §15.4.5: what a 304 carries; Last-Modified guides caches that validate by date.
+_NOT_MODIFIED_KEEP = frozenset(
+    {b"cache-control", b"content-location", b"date", b"etag", b"expires", b"last-modified", b"vary"}
+)
+_WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_WRITE_PRECONDITIONS = frozenset({b"if-match", b"if-none-match", b"if-unmodified-since"})
+# The internal GET asks for the whole current representation: no conditions, no range, no request body.
+_NOT_FOR_INTERNAL_GET = _WRITE_PRECONDITIONS | {
+    b"if-modified-since",
+    b"if-range",
+    b"range",
+    b"content-length",
+    b"content-type",
+    b"content-encoding",
+    b"transfer-encoding",
+    b"expect",
+}
+_END: Message = {"type": "http.response.body", "body": b"", "more_body": False}
+
+
+@dataclass(frozen=True, slots=True)
+class Validators:
+    """The validators of a current representation (RFC 9110 §8.8); None for one it lacks or sent malformed."""
+
+    etag: EntityTag | None = None
+    last_modified: datetime | None = None
+
+    @classmethod
+    def from_headers(cls, headers: Headers) -> "Validators":
+        etag, last_modified = headers.get("etag"), headers.get("last-modified")
+        return cls(
+            None if etag is None else parse_etag(etag),
+            None if last_modified is None else parse_http_date(last_modified),
+        )
+
+
+def is_not_modified(request_headers: Headers, response_headers: Headers) -> bool:
+    """Whether a GET/HEAD whose 2xx response has these headers is answered 304 instead (RFC 9110 §13.2.2, 3-4).
+
+    If-None-Match (weak comparison, §13.1.2) decides when present; otherwise If-Modified-Since against
+    Last-Modified (§13.1.3). Malformed fields, and an If-Modified-Since holding more than one date, are ignored.
+    The caller checks the method and the status: preconditions only apply to what would be a 2xx (§13.2.1).
+    """
+    return _not_modified(request_headers, Validators.from_headers(response_headers))
+
+
+def not_modified_start(response_headers: Iterable[tuple[bytes, bytes]]) -> Message:
+    """The `http.response.start` of a 304 for a stored or just-built 200: only §15.4.5's fields, no body's."""
+    headers = [(name, value) for name, value in response_headers if name.lower() in _NOT_MODIFIED_KEEP]
+    return {"type": "http.response.start", "status": 304, "headers": headers}
+
+
+def failed_precondition(request_headers: Headers, current: Validators | None) -> str | None:
+    """The first write precondition that does not hold, in RFC 9110 §13.2.2 order (steps 1-3), or None.
+
+    `current` is None when the target has no current representation. If-Unmodified-Since counts only without
+    If-Match and only against a known Last-Modified (§13.1.4); If-Match compares strongly (§13.1.1), so a weak
+    ETag never satisfies it.
+    """
+    if_match = _etag_condition(request_headers, "if-match")
+    if if_match is not None:
+        if current is None or not _listed(if_match, current.etag, strong_match):
+            return "If-Match"
+    else:
+        since = _date_condition(request_headers, "if-unmodified-since")
+        modified = None if current is None else current.last_modified
+        if since is not None and modified is not None and modified > since:
+            return "If-Unmodified-Since"
+    if_none_match = _etag_condition(request_headers, "if-none-match")
+    if if_none_match is not None and _matches_none_match(if_none_match, current):
+        return "If-None-Match"
+    return None
+
+
+def _not_modified(request_headers: Headers, current: Validators) -> bool:
+    if_none_match = _etag_condition(request_headers, "if-none-match")
+    if if_none_match is not None:
+        return _matches_none_match(if_none_match, current)
+    since = _date_condition(request_headers, "if-modified-since")
+    return since is not None and current.last_modified is not None and current.last_modified <= since
+
+
+def _matches_none_match(condition: tuple[EntityTag, ...] | Literal["*"], current: Validators | None) -> bool:
+    """True when If-None-Match is false: `*` and a representation exists, or a listed tag matches weakly."""
+    return current is not None and _listed(condition, current.etag, weak_match)
+
+
+def _listed(
+    condition: tuple[EntityTag, ...] | Literal["*"],
+    etag: EntityTag | None,
+    compare: Callable[[EntityTag, EntityTag], bool],
+) -> bool:
+    """`*` names any current representation; otherwise some listed tag must compare equal to its ETag."""
+    return condition == ANY or (etag is not None and any(compare(tag, etag) for tag in condition))
+
+
+def _etag_condition(headers: Headers, name: str) -> tuple[EntityTag, ...] | Literal["*"] | None:
+    """A list field may arrive as several lines; they are one comma-joined list (RFC 9110 §5.3)."""
+    lines = headers.getlist(name)
+    return parse_etag_list(", ".join(lines)) if lines else None
+
+
+def _date_condition(headers: Headers, name: str) -> datetime | None:
+    lines = headers.getlist(name)
+    return parse_http_date(lines[0]) if len(lines) == 1 else None
+
+
+class ConditionalMiddleware:
+    """Answers conditional requests (RFC 9110 §13) and gives ETags to 2xx GET/HEAD responses lacking one.
+
+    - generate_etag: hash bodies of 2xx GET/HEAD responses without an ETag into one (with Last-Modified alone
+      too: §8.8.1 recommends sending both, and the tag is exact where dates have one-second resolution).
+      An upstream's own ETag and Last-Modified are never touched. A HEAD is run as a GET inside and its body
+      dropped, so HEAD and GET carry the same tag; the app is stopped once a streamed body is no longer needed.
+    - weak: generate `W/"..."` tags. If-Match compares strongly (§13.1.1), so no write precondition naming a
+      weak tag ever holds.
+    - max_body_bytes: the most body buffered to hash it. Larger bodies, `text/event-stream` and a Content-Length
+      over the limit pass through unbuffered and untagged from the moment that is known.
+    - preconditions: who evaluates If-Match, If-Unmodified-Since and If-None-Match on POST/PUT/PATCH/DELETE.
+      "gateway" evaluates here against the validators of an internal GET to the inner app (same target and
+      headers, no conditions, no body) and strips them before the write, since the upstream cannot know
+      generated tags; a failing one is a 412 and the write never reaches the app. "upstream" forwards them.
+      "auto" evaluates here only when the tags are generated ones (the internal GET had no ETag of its own).
+      The check and the write are not atomic: only an upstream evaluating its own validators closes that gap.
+
+    Conditional headers of a GET are forwarded, so an ETag-aware app's own 304 passes through; If-Range too.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        generate_etag: bool = True,
+        weak: bool = False,
+        max_body_bytes: int = 1_048_576,
+        preconditions: Preconditions = "auto",
+    ) -> None:
+        if type(max_body_bytes) is not int or max_body_bytes <= 0:
+            raise ValueError(f"max_body_bytes must be a positive integer, got {max_body_bytes!r}")
+        if preconditions not in get_args(Preconditions):
+            raise ValueError(f"preconditions must be one of {get_args(Preconditions)}, got {preconditions!r}")
+        self.app = app
+        self.tagging = _Tagging(generate_etag, weak, max_body_bytes)
+        self.preconditions = preconditions
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+        elif scope["method"] in ("GET", "HEAD"):
+            await self._read(scope, receive, send)
+        elif scope["method"] in _WRITE_METHODS and self._evaluates_writes(scope):
+            await self._write(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    async def _read(self, scope: Scope, receive: Receive, send: Send) -> None:
+        head_as_get = scope["method"] == "HEAD" and self.tagging.generate
+        responder = _ReadResponder(self.tagging, Headers(scope=scope), send, head_as_get=head_as_get)
+        await responder.run(self.app, {**scope, "method": "GET"} if head_as_get else scope, receive)
+
+    def _evaluates_writes(self, scope: Scope) -> bool:
+        """Whether a write may need evaluating here; "auto" without generated tags leaves it to the upstream."""
+        if self.preconditions == "upstream" or (self.preconditions == "auto" and not self.tagging.generate):
+            return False
+        return any(name in _WRITE_PRECONDITIONS for name, _ in scope["headers"])
+
+    async def _write(self, scope: Scope, receive: Receive, send: Send) -> None:
+        internal_get = {
+            **scope,
+            "method": "GET",
+            "headers": [(name, value) for name, value in scope["headers"] if name not in _NOT_FOR_INTERNAL_GET],
+        }
+        current = _CurrentRepresentation(self.tagging)
+        await current.run(self.app, internal_get, current.receive)
+        if self.preconditions == "auto" and current.own_etag:
+            await self.app(scope, receive, send)
+            return
+        failed = failed_precondition(Headers(scope=scope), current.validators)
+        if failed is not None:
+            detail = f"{failed} does not hold for the current representation"
+            await problem_response(412, detail)(scope, receive, send)
+            return
+        headers = [(name, value) for name, value in scope["headers"] if name not in _WRITE_PRECONDITIONS]
+        await self.app({**scope, "headers": headers}, receive, send)
+
+
+@dataclass(frozen=True, slots=True)
+class _Tagging:
+    """The ETag-generation options, fixed at construction."""
+
+    generate: bool
+    weak: bool
+    limit: int
+
+    def hashes_body(self, status: int, headers: Headers) -> bool:
+        """Whether to hold a response to hash its body: a whole 2xx (not a 206 part) without an ETag that can end
+        and fit the limit."""
+        if not self.generate or not _whole_success(status) or "etag" in headers:
+            return False
+        if headers.get("content-type", "").partition(";")[0].strip().lower() == "text/event-stream":
+            return False
+        length = headers.get("content-length", "")
+        return not length.isdigit() or int(length) <= self.limit
+
+
+def _whole_success(status: int) -> bool:
+    return 200 <= status < 300 and status != 206
+
+
+class _Interception(ABC):
+    """Per-request: runs the inner app with a `send` of its own and stops the app once nothing it still sends
+    can matter (a streamed body after the answer is settled), without cutting short a finished one's
+    background work."""
+
+    def __init__(self, tagging: _Tagging) -> None:
+        self.tagging = tagging
+        self.settled = False
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.cancel_scope = anyio.CancelScope()
+
+    async def run(self, app: ASGIApp, scope: Scope, receive: Receive) -> None:
+        with self.cancel_scope:
+            await app(scope, receive, self.send)
+
+    @abstractmethod
+    async def send(self, message: Message) -> None: ...
+
+    async def discard(self, message: Message) -> None:
+        if message["type"] == "http.response.body" and message.get("more_body", False):
+            self.cancel_scope.cancel()
+            await checkpoint()  # delivers the cancellation here, even to an app that never yields
+
+    def buffer(self, message: Message) -> bool:
+        """Add a held body chunk; False once the body outgrows the limit."""
+        chunk = message.get("body", b"")
+        self.chunks.append(chunk)
+        self.size += len(chunk)
+        return self.size <= self.tagging.limit
+
+
+class _ReadResponder(_Interception):
+    """One GET/HEAD: holds the start while the body is hashed, then answers 304 or sends it on."""
+
+    def __init__(self, tagging: _Tagging, request_headers: Headers, send: Send, *, head_as_get: bool) -> None:
+        super().__init__(tagging)
+        self.request_headers = request_headers
+        self.downstream = send
+        self.head_as_get = head_as_get
+        self.held: Message | None = None  # the start, while its body is being hashed
+
+    async def send(self, message: Message) -> None:
+        if self.settled:
+            await self.discard(message)
+        elif message["type"] == "http.response.start":
+            await self.start(message)
+        elif self.held is None:
+            await self.downstream(message)
+        elif message["type"] != "http.response.body":  # e.g. pathsend: no body here to hash
+            await self.flush(more_body=True)
+            await self.send(message)
+        elif not self.buffer(message):
+            await self.flush(more_body=message.get("more_body", False))
+        elif not message.get("more_body", False):
+            await self.finish()
+
+    async def start(self, message: Message) -> None:
+        message.setdefault("headers", [])  # Headers(raw=...) needs the key
+        headers = Headers(raw=message["headers"])
+        if self.tagging.hashes_body(message["status"], headers) and not message.get("trailers", False):
+            self.held = message
+        elif _whole_success(message["status"]) and _not_modified(
+            self.request_headers, Validators.from_headers(headers)
+        ):
+            await self.not_modified(message["headers"])
+        else:
+            await self.pass_start(message)
+
+    async def finish(self) -> None:
+        assert self.held is not None
+        start, self.held = self.held, None
+        etag = generate_etag(self.chunks, weak=self.tagging.weak)
+        headers = MutableHeaders(raw=list(start["headers"]))
+        headers["etag"] = str(etag)
+        start = {**start, "headers": headers.raw}
+        if _not_modified(self.request_headers, Validators.from_headers(headers)):
+            await self.not_modified(headers.raw)
+            return
+        await self.downstream(start)
+        body = b"" if self.head_as_get else b"".join(self.chunks)
+        await self.downstream({"type": "http.response.body", "body": body, "more_body": False})
+        self.settled = True
+
+    async def flush(self, *, more_body: bool) -> None:
+        """The body is not to be tagged after all: send what was held, in order, and stream the rest."""
+        assert self.held is not None
+        start, self.held = self.held, None
+        await self.pass_start(start)
+        if not self.settled:
+            last = len(self.chunks) - 1
+            for index, chunk in enumerate(self.chunks):
+                await self.downstream(
+                    {"type": "http.response.body", "body": chunk, "more_body": more_body or index < last}
+                )
+        self.chunks.clear()
+
+    async def pass_start(self, message: Message) -> None:
+        if not self.head_as_get:
+            await self.downstream(message)
+            return
+        await self.downstream({**message, "trailers": False})  # the GET's trailers are dropped with its body
+        await self.downstream(_END)
+        self.settled = True
+
+    async def not_modified(self, headers: Iterable[tuple[bytes, bytes]]) -> None:
+        await self.downstream(not_modified_start(headers))
+        await self.downstream(_END)
+        self.settled = True
+
+
+class _CurrentRepresentation(_Interception):
+    """The internal GET of a write: collects the current representation's validators (None: there is none)."""
+
+    def __init__(self, tagging: _Tagging) -> None:
+        super().__init__(tagging)
+        self.validators: Validators | None = None
+        self.own_etag = False
+        self.requested = False
+        self.done = anyio.Event()
+
+    async def receive(self) -> Message:
+        """An empty request body, then a disconnect once the answer is known (apps may listen for one)."""
+        if not self.requested:
+            self.requested = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await self.done.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: Message) -> None:
+        if self.settled:
+            await self.discard(message)
+        elif message["type"] == "http.response.start":
+            headers = Headers(raw=message.get("headers", []))
+            if _whole_success(message["status"]):
+                self.validators = Validators.from_headers(headers)
+                self.own_etag = self.validators.etag is not None
+            if not self.tagging.hashes_body(message["status"], headers):
+                self.settle()
+        elif message["type"] != "http.response.body" or not self.buffer(message):
+            self.settle()
+        elif not message.get("more_body", False):
+            assert self.validators is not None
+            self.validators = replace(self.validators, etag=generate_etag(self.chunks, weak=self.tagging.weak))
+            self.settle()
+
+    def settle(self) -> None:
+        self.settled = True
+        self.chunks.clear()
+        self.done.set()
