@@ -1,7 +1,14 @@
 """Typed feature flags: declared once, defined in files, Redis or flagd JSON, resolved in microseconds.
 
-No web dependencies: usable from any app, CLI or worker. `flags.openfeature.ResolverProvider` (OpenFeature
-SDK) and `flags.sources` (file watching, Redis) are imported from their modules.
+    registry = Registry()
+    NEW_CHECKOUT = registry.bool("new-checkout", default=False, description="The one-page checkout")
+    resolver = Resolver(registry, sources=[FileSource("flags.yaml", registry=registry)],
+                        overrides=env_overrides())
+    if resolver.resolve(NEW_CHECKOUT, EvaluationContext(user_id, {"org": org_id})): ...
+
+No web dependencies: usable from any app, CLI or worker. The sources (`flags.sources`: memory, watched
+file, Redis, environment overrides) and the OpenFeature provider (`flags.openfeature`) are imported from
+their own modules.
 """
 
 from flags.definitions import (

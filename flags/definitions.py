@@ -56,7 +56,7 @@ from pydantic_core import PydanticCustomError
 
 from flags.model import FLAG_KEY_PATTERN, PLAIN_CODECS, Codec, Flag, FlagKind
 from flags.rollout import MAX_TOTAL_WEIGHT
-from flags.semver import COMPARISONS, parse_version
+from flags.semver import COMPARISONS, parse_condition
 
 if TYPE_CHECKING:
     from flags.registry import Registry
@@ -77,7 +77,12 @@ def validation_context(registry: "Registry | None") -> dict[str, object]:
 
 @dataclass(frozen=True, slots=True)
 class _Scope:
-    """What the definition being validated declares, for the validators of its nested values."""
+    """What the definition being validated declares, for the validators of its nested values.
+
+    A rule's `value` can only be checked against its flag's `type`, which pydantic does not hand to nested
+    validators; checking it in the definition's own validator would lose the error's nested loc. So the
+    definition sets this scope (a ContextVar: validation is synchronous) around validating its fields.
+    """
 
     codec: Codec[Any] | None  # the code declaration's if it has the declared kind; None if `type` is invalid
     bound: Flag[Any] | None  # the flag declared in code under the same key
@@ -135,8 +140,7 @@ def _weights(split: dict[str, int]) -> dict[str, int]:
 
 
 def _semver_condition(text: str) -> str:
-    operator = next((op for op in sorted(COMPARISONS, key=len, reverse=True) if text.startswith(op)), None)
-    if operator is None or parse_version(text[len(operator) :].strip()) is None:
+    if parse_condition(text) is None:
         raise PydanticCustomError(
             "flag_semver",
             "expected an operator ({ops}) and a semantic version, like '>=2.1.0'",

@@ -14,7 +14,7 @@ from flags.evaluator import EvaluationError
 from flags.model import ORG_ATTRIBUTE, EvaluationContext, Flag, value_name
 from flags.resolution import ErrorCode, Reason, Resolution
 from flags.rollout import Weighted, in_rollout, rollout_weight
-from flags.semver import COMPARISONS, parse_version
+from flags.semver import parse_condition, parse_version
 
 Condition = Callable[[EvaluationContext], bool]
 Outcome = Callable[[EvaluationContext], Resolution[Any] | None]  # None: the rule does not apply after all
@@ -173,15 +173,17 @@ def _attribute_condition(index: int, name: str, op: str, arg: Any) -> Condition:
             return bool(compare(value, bound))
 
         return numeric
-    symbol = next(s for s in sorted(COMPARISONS, key=len, reverse=True) if arg.startswith(s))
-    compare_versions, target = COMPARISONS[symbol], parse_version(arg[len(symbol) :].strip())
+    condition = parse_condition(arg)
+    if condition is None:
+        raise ValueError(f"rule {index}: not a version condition: {arg!r}")  # the schema already refused it
+    compare_versions, target = condition
 
     def semver(context: EvaluationContext) -> bool:
         value = context.attributes.get(name, _MISSING)
         if value is _MISSING:
             return False
         version = parse_version(value) if isinstance(value, str) else None
-        if version is None or target is None:
+        if version is None:
             raise broken("is not a semantic version", value)
         return compare_versions(version, target)
 

@@ -58,3 +58,10 @@ COMPARISONS: dict[str, Comparison] = {
     "^": lambda a, b: a.major == b.major,  # same major version
     "~": lambda a, b: (a.major, a.minor) == (b.major, b.minor),  # same major.minor
 }
+
+
+def parse_condition(text: str) -> tuple[Comparison, Version] | None:
+    """A rule's version test, an operator then a version: ">=2.1.0", "^2", "~2.1"."""
+    symbol = next((op for op in sorted(COMPARISONS, key=len, reverse=True) if text.startswith(op)), None)
+    version = parse_version(text[len(symbol) :].strip()) if symbol is not None else None
+    return (COMPARISONS[symbol], version) if symbol is not None and version is not None else None
