@@ -199,7 +199,6 @@ async def test_redis_down_keeps_the_last_good_definitions(tmp_path: Path) -> Non
             down, listener = signal(lambda: source.error is not None)
             source.subscribe(listener)
             server.kill()
-            server.wait()
             with anyio.fail_after(5):
                 await down.wait()
             assert isinstance(source.error, RedisConnectionError)
@@ -207,8 +206,10 @@ async def test_redis_down_keeps_the_last_good_definitions(tmp_path: Path) -> Non
             assert await source.load() is False
             assert source.definitions == {"limit": limit(7)}
     finally:
-        with server:  # waits for it and closes its log pipe
-            server.kill()
+        server.kill()
+        server.wait()
+        if server.stdout is not None:
+            server.stdout.close()  # its log reader has reached end of file
         await client.aclose()
 
 
