@@ -93,18 +93,20 @@ def _expand(value: str, environ: Mapping[str, str]) -> tuple[str, list[str]]:
 
 
 def line_of(root: yaml.Node, loc: Loc) -> int:
-    """The line of the deepest node `loc` reaches; a missing field reports its parent mapping."""
-    node = root
+    """The line of the deepest key or item `loc` reaches; a missing field reports its parent."""
+    node, line = root, root.start_mark.line
     for part in loc:
-        child = None
         if isinstance(node, yaml.MappingNode):
-            child = next((value for key, value in node.value if key.value == str(part)), None)
+            entry = next(((key, value) for key, value in node.value if key.value == str(part)), None)
+            if entry is None:
+                break
+            line, node = entry[0].start_mark.line, entry[1]
         elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            child = node.value[part]
-        if child is None:
+            node = node.value[part]
+            line = node.start_mark.line
+        else:
             break
-        node = child
-    return node.start_mark.line + 1
+    return line + 1
 
 
 def field_path(loc: Loc) -> str:

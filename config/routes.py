@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Loc = tuple[int | str, ...]
 Seconds = Annotated[float, Field(gt=0)]
@@ -92,6 +92,59 @@ class HeadersSpec(StrictModel):
     response: HeaderOps = HeaderOps()
 
 
+CALL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_-]*$")
+# Fan-out call templates: {param} (path), {query.name} (client query), {call.field.sub} (an earlier answer).
+TEMPLATE_REF = re.compile(r"{([a-zA-Z_][a-zA-Z0-9_-]*)((?:\.[a-zA-Z0-9_-]+)*)}")
+
+
+class CallSpec(StrictModel):
+    """One upstream call of a fan-out route."""
+
+    upstream: str
+    path: str  # template; may carry a query: "/orders?user={id}"
+    method: Method = "GET"
+    timeout: Seconds | None = None  # this call alone; the route's deadline bounds them all
+    required: bool = True  # a failed required call fails the whole answer (502/504)
+    forward_headers: tuple[str, ...] = ()  # client headers to pass on, beyond trace context, request id, flags
+
+    @field_validator("path")
+    @classmethod
+    def _call_template(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"must start with '/', got {value!r}")
+        if "{" in TEMPLATE_REF.sub("", value) or "}" in TEMPLATE_REF.sub("", value):
+            raise ValueError(f"has an unbalanced or malformed '{{...}}' in {value!r}")
+        return value
+
+    @field_validator("forward_headers")
+    @classmethod
+    def _header_names(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        for name in names:
+            _check_field_name(name)
+        return names
+
+    def references(self) -> list[tuple[str, tuple[str, ...]]]:
+        """(name, fields) per `{name.field...}` in the path template."""
+        return [(m.group(1), tuple(filter(None, m.group(2).split(".")))) for m in TEMPLATE_REF.finditer(self.path)]
+
+
+class FanoutSpec(StrictModel):
+    calls: dict[str, CallSpec]
+    max_concurrency: int = Field(default=8, ge=1)
+    deadline: Seconds = 5.0
+    merge: Literal["by_name", "root"] = "by_name"  # root: the answers' objects merged into one
+
+    @field_validator("calls")
+    @classmethod
+    def _call_names(cls, calls: dict[str, CallSpec]) -> dict[str, CallSpec]:
+        if not calls:
+            raise ValueError("must list at least one call")
+        for name in calls:
+            if not CALL_NAME.match(name) or name == "query":
+                raise ValueError(f"call name {name!r} must be an identifier other than 'query'")
+        return calls
+
+
 class RouteSpec(StrictModel):
     path: str
     name: str | None = None  # for logs and metrics; defaults to the path template
@@ -100,6 +153,15 @@ class RouteSpec(StrictModel):
     upstream: str | None = None
     rewrite: str | None = None
     headers: HeadersSpec = HeadersSpec()
+    fanout: FanoutSpec | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fanout_reads(cls, data: object) -> object:
+        """A fan-out route answers reads: GET (and HEAD) unless its methods say otherwise."""
+        if isinstance(data, dict) and "fanout" in data and "methods" not in data:
+            return {**data, "methods": ["GET"]}
+        return data
 
     @field_validator("methods", mode="before")
     @classmethod
@@ -191,8 +253,12 @@ def cross_reference_issues(file: RouteFile) -> list[tuple[Loc, str]]:
     seen: dict[tuple[str | None, str], list[tuple[int, RouteSpec]]] = {}
     for index, route in enumerate(file.routes):
         loc: Loc = ("routes", index)
-        if route.upstream is None:
-            issues.append((loc, "needs an upstream"))
+        if route.fanout is not None:
+            if route.upstream is not None or route.rewrite is not None:
+                issues.append((loc, "has both a fanout and an upstream/rewrite; a route does one or the other"))
+            issues.extend(_fanout_issues(route, route.fanout, (*loc, "fanout"), file, known))
+        elif route.upstream is None:
+            issues.append((loc, "needs an upstream (or a fanout)"))
         elif route.upstream not in file.upstreams:
             issues.append(((*loc, "upstream"), f"unknown upstream '{route.upstream}' (known: {known})"))
         if route.rewrite is not None:
@@ -208,3 +274,62 @@ def cross_reference_issues(file: RouteFile) -> list[tuple[Loc, str]]:
                 issues.append((loc, f"conflicts with routes[{other_index}] ({other.path}) for {', '.join(shared)}"))
         seen[_route_shape(route)].append((index, route))
     return issues
+
+
+def _fanout_issues(
+    route: RouteSpec, fanout: FanoutSpec, loc: Loc, file: RouteFile, known: str
+) -> list[tuple[Loc, str]]:
+    issues: list[tuple[Loc, str]] = []
+    params = {name for name, _ in template_params(route.path)}
+    for name, call in fanout.calls.items():
+        call_loc: Loc = (*loc, "calls", name)
+        if call.upstream not in file.upstreams:
+            issues.append(((*call_loc, "upstream"), f"unknown upstream '{call.upstream}' (known: {known})"))
+        for ref, fields in call.references():
+            if ref == "query" and len(fields) == 1:
+                continue
+            if ref in fanout.calls and ref != name and fields:
+                continue
+            if ref in params and not fields:
+                continue
+            issues.append(
+                (
+                    (*call_loc, "path"),
+                    f"{{{'.'.join((ref, *fields))}}} is neither a path parameter, "
+                    "{query.NAME} nor {CALL.FIELD} of another call",
+                )
+            )
+    cycle = _dependency_cycle(fanout)
+    if cycle:
+        issues.append(((*loc, "calls"), f"calls wait for each other in a cycle: {' -> '.join(cycle)}"))
+    return issues
+
+
+def _dependency_cycle(fanout: FanoutSpec) -> list[str]:
+    """A cycle among calls that use each other's answers, or [] when they can be ordered."""
+    waits = {
+        name: {ref for ref, fields in call.references() if ref in fanout.calls and fields}
+        for name, call in fanout.calls.items()
+    }
+    visiting: list[str] = []
+    done: set[str] = set()
+
+    def visit(name: str) -> list[str]:
+        if name in visiting:
+            return [*visiting[visiting.index(name) :], name]
+        if name in done:
+            return []
+        visiting.append(name)
+        for other in sorted(waits[name]):
+            cycle = visit(other)
+            if cycle:
+                return cycle
+        visiting.pop()
+        done.add(name)
+        return []
+
+    for name in fanout.calls:
+        cycle = visit(name)
+        if cycle:
+            return cycle
+    return []

@@ -65,6 +65,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=0)  # request bodies; 0 means no limit
     timeout: TimeoutSettings = TimeoutSettings()
     pool_size: int = Field(default=256, ge=1)  # keep-alive connections per upstream and worker
+    fanout_max_in_flight: int = Field(default=256, ge=1)  # fan-out calls at once per worker, all routes together
     admin_prefix: str = "/_gateway"
     access_log: Literal["json", "text", "off"] = "json"  # one line per request on stdout
     request_id_header: str = "X-Request-ID"

@@ -73,7 +73,7 @@ def show_routes(path: Path) -> int:
 def format_routes(routes: RouteFile) -> str:
     rows = [("METHODS", "HOST", "PATH", "UPSTREAM", "REWRITE")]
     for route in routes.routes:
-        upstream = route.upstream or "-"
+        upstream = route.upstream or ("fanout:" + ",".join(route.fanout.calls) if route.fanout else "-")
         rows.append((",".join(route.methods), route.host or "*", route.path, upstream, route.rewrite or "-"))
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     return "\n".join(

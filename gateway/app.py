@@ -1,5 +1,6 @@
 """The deployable app: settings and a route file turned into one Starlette app, once."""
 
+import asyncio
 import importlib
 import re
 from collections.abc import AsyncIterator, Mapping
@@ -65,7 +66,12 @@ def build_app(
     app = Starlette(
         routes=[
             *health.routes(settings.admin_prefix),
-            *build_routes(routes, upstreams, max_body_bytes=settings.max_body_bytes),
+            *build_routes(
+                routes,
+                upstreams,
+                max_body_bytes=settings.max_body_bytes,
+                fanout_limit=asyncio.Semaphore(settings.fanout_max_in_flight),
+            ),
         ],
         middleware=[
             *tracing(settings, tracer_provider),

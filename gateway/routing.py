@@ -1,5 +1,6 @@
 """Route specs become Starlette routes once, at start-up; requests that could escape a route never match one."""
 
+import asyncio
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -10,7 +11,8 @@ from starlette.responses import Response
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from config.routes import PARAM, RouteFile, RouteSpec
+from config.routes import PARAM, FanoutSpec, RouteFile, RouteSpec
+from gateway.fanout import FanoutCall, FanoutHandler
 from gateway.headers import HeaderRules
 from gateway.proxy import PathRewrite, ProxyHandler
 from gateway.upstreams import Upstream
@@ -45,7 +47,9 @@ def _request_host(scope: Scope) -> bytes:
     return host.lower()
 
 
-def build_routes(file: RouteFile, upstreams: Mapping[str, Upstream], *, max_body_bytes: int) -> list[Route]:
+def build_routes(
+    file: RouteFile, upstreams: Mapping[str, Upstream], *, max_body_bytes: int, fanout_limit: asyncio.Semaphore
+) -> list[Route]:
     """One GatewayRoute per route spec, in file order (the first match wins)."""
     allowed: dict[tuple[str | None, str], set[str]] = {}
     for spec in file.routes:
@@ -55,9 +59,12 @@ def build_routes(file: RouteFile, upstreams: Mapping[str, Upstream], *, max_body
         methods = allowed[_shape(spec)]
         if "GET" in methods:
             methods.add("HEAD")
-        routes.append(
-            GatewayRoute(spec, proxy_handler(spec, upstreams, max_body_bytes), allow=", ".join(sorted(methods)))
+        handler = (
+            fanout_handler(spec.fanout, upstreams, fanout_limit)
+            if spec.fanout is not None
+            else proxy_handler(spec, upstreams, max_body_bytes)
         )
+        routes.append(GatewayRoute(spec, handler, allow=", ".join(sorted(methods))))
     return routes
 
 
@@ -75,6 +82,25 @@ def proxy_handler(spec: RouteSpec, upstreams: Mapping[str, Upstream], max_body_b
         request_rules=HeaderRules.build(request.remove, request.set, request.add),
         response_rules=HeaderRules.build(response.remove, response.set, response.add),
         max_body_bytes=max_body_bytes,
+    )
+
+
+def fanout_handler(spec: FanoutSpec, upstreams: Mapping[str, Upstream], limit: asyncio.Semaphore) -> FanoutHandler:
+    calls = [
+        FanoutCall(
+            name,
+            ProxyHandler(upstreams[call.upstream]),
+            call.path,
+            method=call.method,
+            required=call.required,
+            timeout=call.timeout,
+            forward=frozenset(name.lower().encode("latin-1") for name in call.forward_headers),
+            after=tuple(sorted({ref for ref, fields in call.references() if ref in spec.calls and fields})),
+        )
+        for name, call in spec.calls.items()
+    ]
+    return FanoutHandler(
+        calls, max_concurrency=spec.max_concurrency, deadline=spec.deadline, merge=spec.merge, shared_limit=limit
     )
 
 

@@ -92,7 +92,7 @@ def test_valid_file_loads_with_defaults_filled_in(tmp_path: Path) -> None:
             VALID.replace("  orders: {url", "  users: {url"),
             [":3: duplicate key 'users'", ":10: routes[1].upstream: unknown upstream 'orders' (known: users)"],
         ),
-        (VALID.replace("    upstream: users\n", ""), [":5: routes[0]: needs an upstream"]),
+        (VALID.replace("    upstream: users\n", ""), [":5: routes[0]: needs an upstream (or a fanout)"]),
         (
             VALID + "  - path: /api/users/{user_id}\n    methods: [GET]\n    upstream: users\n",
             [":14: routes[2]: conflicts with routes[0] (/api/users/{id}) for GET"],
@@ -163,3 +163,68 @@ def test_unreadable_file(tmp_path: Path) -> None:
 )
 def test_field_path(loc: tuple[int | str, ...], expected: str) -> None:
     assert field_path(loc) == expected
+
+
+FANOUT = """\
+upstreams:
+  users: {url: "http://127.0.0.1:9001"}
+routes:
+  - path: /api/dashboard/{id}
+    fanout:
+      max_concurrency: 4
+      deadline: 2.0
+      calls:
+        user: {upstream: users, path: "/users/{id}"}
+        orders: {upstream: users, path: "/orders?user={user.id}&q={query.q}", required: false}
+"""
+
+
+def test_fanout_route_loads_and_answers_reads_only(tmp_path: Path) -> None:
+    [route] = load(tmp_path, FANOUT).routes
+    assert route.methods == ("GET",)
+    assert route.fanout is not None
+    assert route.fanout.calls["orders"].references() == [("user", ("id",)), ("query", ("q",))]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            FANOUT.replace("    fanout:", "    upstream: users\n    fanout:"),
+            [":4: routes[0]: has both a fanout and an upstream/rewrite; a route does one or the other"],
+        ),
+        (
+            FANOUT.replace('{upstream: users, path: "/users/{id}"}', '{upstream: nope, path: "/users/{id}"}'),
+            [":9: routes[0].fanout.calls.user.upstream: unknown upstream 'nope' (known: users)"],
+        ),
+        (
+            FANOUT.replace("/users/{id}", "/users/{uid}"),
+            [
+                ":9: routes[0].fanout.calls.user.path: "
+                "{uid} is neither a path parameter, {query.NAME} nor {CALL.FIELD} of another call"
+            ],
+        ),
+        (
+            FANOUT.replace("/users/{id}", "/users/{orders.user}"),
+            [":8: routes[0].fanout.calls: calls wait for each other in a cycle: user -> orders -> user"],
+        ),
+        (
+            FANOUT.replace("        user:", "        query:").replace("{user.id}", "{id}"),
+            [":8: routes[0].fanout.calls: call name 'query' must be an identifier other than 'query'"],
+        ),
+        (
+            FANOUT.replace("deadline: 2.0", "deadline: 0"),
+            [":7: routes[0].fanout.deadline: Input should be greater than 0"],
+        ),
+    ],
+    ids=[
+        "fanout-and-upstream",
+        "unknown-call-upstream",
+        "unknown-template-reference",
+        "dependency-cycle",
+        "reserved-name",
+        "zero-deadline",
+    ],
+)
+def test_fanout_mistakes(tmp_path: Path, text: str, expected: list[str]) -> None:
+    assert issues_of(tmp_path, text) == expected

@@ -1,0 +1,213 @@
+"""Aggregate routes: several upstream calls, concurrently and bounded, answered as one JSON object.
+
+Each call is an internal GET through the same per-upstream chain a proxy route uses (transport, tracing and,
+where configured, caching), so a branch behaves exactly like the proxied request it stands for.
+"""
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import parse_qs, quote
+
+from opentelemetry import trace
+from starlette.responses import JSONResponse
+
+from gateway.gather import Call, Outcome, gather
+from gateway.headers import RawHeaders
+from middleware.problem import problem_response
+from middleware.types import ASGIApp, Message, Receive, Scope, Send
+
+# Client headers every call carries: trace context, the request id and the resolved flags.
+ALWAYS_FORWARDED = frozenset({b"traceparent", b"tracestate", b"baggage"})
+_PCHAR_SAFE = "!$&'()*+,;=:@-._~"
+_QUERY_VALUE_SAFE = "!$'()*+,;:@-._~/?"
+
+
+class CallFailed(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class FanoutCall:
+    name: str
+    app: ASGIApp  # the upstream's chain: proxy, and the call's cache when it has one
+    template: str
+    method: str = "GET"
+    required: bool = True
+    timeout: float | None = None
+    forward: frozenset[bytes] = frozenset()
+    after: tuple[str, ...] = ()
+
+
+def render(
+    template: str, path_params: Mapping[str, Any], query: Mapping[str, list[str]], answers: Mapping[str, Any]
+) -> str:
+    """Fill `{param}`, `{query.name}` and `{call.field}`, percent-encoding each value for where it lands."""
+    out: list[str] = []
+    in_query = False
+    for literal, field in _split(template):
+        out.append(literal)
+        in_query = in_query or "?" in literal
+        if field is None:
+            continue
+        name, *fields = field.split(".")
+        if name == "query" and fields:
+            value: Any = query.get(fields[0], [""])[0]
+        elif fields:
+            value = answers[name]
+            for part in fields:
+                if not isinstance(value, dict) or part not in value:
+                    raise CallFailed(f"{{{field}}}: the answer of '{name}' has no such field")
+                value = value[part]
+        else:
+            value = path_params[name]
+        text = value if isinstance(value, str) else json.dumps(value)
+        out.append(quote(text, safe=_QUERY_VALUE_SAFE if in_query else _PCHAR_SAFE))
+    return "".join(out)
+
+
+def _split(template: str) -> list[tuple[str, str | None]]:
+    parts: list[tuple[str, str | None]] = []
+    rest = template
+    while "{" in rest:
+        literal, _, tail = rest.partition("{")
+        field, _, rest = tail.partition("}")
+        parts.append((literal, field))
+    parts.append((rest, None))
+    return parts
+
+
+class FanoutHandler:
+    """Runs a route's calls under its concurrency bound and deadline and merges the answers."""
+
+    def __init__(
+        self,
+        calls: Sequence[FanoutCall],
+        *,
+        max_concurrency: int,
+        deadline: float,
+        merge: Literal["by_name", "root"] = "by_name",
+        forward: frozenset[bytes] = ALWAYS_FORWARDED,
+        shared_limit: asyncio.Semaphore | None = None,
+    ) -> None:
+        self.calls = calls
+        self.max_concurrency = max_concurrency
+        self.deadline = deadline
+        self.merge = merge
+        self.forward = forward
+        self.shared_limit = shared_limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        query = parse_qs(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+        outcomes = await gather(
+            [
+                Call(
+                    call.name,
+                    self._runner(call, scope, query),
+                    required=call.required,
+                    timeout=call.timeout,
+                    after=call.after,
+                )
+                for call in self.calls
+            ],
+            max_concurrency=self.max_concurrency,
+            deadline=self.deadline,
+            shared_limit=self.shared_limit,
+        )
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.set_attributes({f"gateway.fanout.{name}": outcome.status for name, outcome in outcomes.items()})
+        await self._answer(outcomes)(scope, receive, send)
+
+    def _runner(
+        self, call: FanoutCall, scope: Scope, query: Mapping[str, list[str]]
+    ) -> Callable[[Mapping[str, Any]], Awaitable[Any]]:
+        async def run(answers: Mapping[str, Any]) -> Any:
+            target = render(call.template, scope.get("path_params", {}), query, answers)
+            status, headers, body = await call_app(
+                call.app, _call_scope(scope, call, target, self.forward | call.forward)
+            )
+            if status == 504:
+                raise TimeoutError("upstream timed out")
+            if not 200 <= status < 300:
+                raise CallFailed(f"upstream answered {status}")
+            content_type = next((value for name, value in headers if name == b"content-type"), b"").lower()
+            if not (content_type.startswith(b"application/json") or b"+json" in content_type):
+                raise CallFailed(f"not JSON (content-type {content_type.decode('latin-1') or 'missing'})")
+            try:
+                return json.loads(body)
+            except ValueError as exc:
+                raise CallFailed(f"invalid JSON: {exc}") from None
+
+        return run
+
+    def _answer(self, outcomes: Mapping[str, Outcome[Any]]) -> JSONResponse:
+        by_name = {call.name: call for call in self.calls}
+        for name, outcome in outcomes.items():
+            if not outcome.ok and by_name[name].required:
+                status = 504 if outcome.status == "timeout" else 502
+                return problem_response(status, f"The call '{name}' failed: {outcome.error}.", call=name)
+        failed = [f"{name}; reason={outcome.status}" for name, outcome in outcomes.items() if not outcome.ok]
+        headers = {"Gateway-Partial": ", ".join(failed)} if failed else None
+        if self.merge == "root":
+            merged: dict[str, Any] = {}
+            for name, outcome in outcomes.items():
+                merged.update(outcome.value if isinstance(outcome.value, dict) else {name: outcome.value})
+            return JSONResponse(merged, headers=headers)
+        return JSONResponse({name: outcome.value for name, outcome in outcomes.items()}, headers=headers)
+
+
+def _call_scope(scope: Scope, call: FanoutCall, target: str, forward: frozenset[bytes]) -> Scope:
+    path, _, query = target.partition("?")
+    headers: RawHeaders = [(name, value) for name, value in scope["headers"] if name in forward]
+    headers += [
+        (b"host", next((value for name, value in scope["headers"] if name == b"host"), b"")),
+        (b"accept", b"application/json"),
+    ]
+    return {
+        "type": "http",
+        "asgi": scope.get("asgi", {"version": "3.0"}),
+        "http_version": "1.1",
+        "method": call.method,
+        "scheme": scope.get("scheme", "http"),
+        "path": path,
+        "raw_path": path.encode("latin-1"),
+        "query_string": query.encode("latin-1"),
+        "root_path": "",
+        "headers": headers,
+        "client": scope.get("client"),
+        "server": scope.get("server"),
+        "path_params": {},
+        "state": {},
+    }
+
+
+async def call_app(app: ASGIApp, scope: Scope) -> tuple[int, RawHeaders, bytes]:
+    """Run an ASGI app for one bodiless request and collect its answer."""
+    status = 500
+    headers: RawHeaders = []
+    chunks: list[bytes] = []
+    requested = False
+    complete = asyncio.Event()
+
+    async def receive() -> Message:
+        nonlocal requested
+        if not requested:
+            requested = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await complete.wait()  # an app watching for a disconnect sees one only after it answered
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        nonlocal status, headers
+        if message["type"] == "http.response.start":
+            status, headers = message["status"], list(message.get("headers", []))
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                complete.set()
+
+    await app(scope, receive, send)
+    return status, headers, b"".join(chunks)

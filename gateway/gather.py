@@ -1,0 +1,111 @@
+"""Run independent async calls concurrently: bounded, with per-call timeouts and one overall deadline.
+
+Every call ends with an Outcome, never an exception: `ok` with its value, `error`, `timeout` (its own
+timeout, or the deadline passed before it finished), or `cancelled` (a required call failed first, or a call
+it depends on failed). Structured concurrency: when `gather` returns, nothing it started is still running.
+
+    outcomes = await gather(
+        [Call("user", fetch_user), Call("orders", fetch_orders, required=False, timeout=0.5)],
+        max_concurrency=4,
+        deadline=2.0,
+    )
+"""
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, TypeVar
+
+T = TypeVar("T")
+Status = Literal["ok", "error", "timeout", "cancelled"]
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Generic[T]):
+    """`run` receives the values of the calls named in `after`, which finish (successfully) first."""
+
+    name: str
+    run: Callable[[Mapping[str, Any]], Awaitable[T]]
+    required: bool = True
+    timeout: float | None = None
+    after: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome(Generic[T]):
+    status: Status
+    value: T | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+class _RequiredCallFailed(Exception):
+    pass
+
+
+async def gather(
+    calls: Sequence[Call[T]],
+    *,
+    max_concurrency: int,
+    deadline: float,
+    shared_limit: asyncio.Semaphore | None = None,
+) -> dict[str, Outcome[T]]:
+    """Outcomes by call name, in the order of `calls`; `shared_limit` bounds calls across all gathers."""
+    if max_concurrency < 1:
+        raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency}")
+    names = {call.name for call in calls}
+    for call in calls:
+        missing = [name for name in call.after if name not in names or name == call.name]
+        if missing:
+            raise ValueError(f"call {call.name!r} waits for unknown calls {missing}")
+    limit = asyncio.Semaphore(max_concurrency)
+    finished = {call.name: asyncio.Event() for call in calls}
+    outcomes: dict[str, Outcome[T]] = {}
+
+    async def run(call: Call[T]) -> None:
+        try:
+            for name in call.after:
+                await finished[name].wait()
+            failed = [name for name in call.after if not outcomes[name].ok]
+            if failed:
+                outcomes[call.name] = Outcome("cancelled", error=f"{', '.join(failed)} failed")
+            else:
+                inputs = {name: outcomes[name].value for name in call.after}
+                outcomes[call.name] = await _attempt(call, inputs, limit, shared_limit)
+        finally:
+            finished[call.name].set()
+        if call.required and not outcomes[call.name].ok:
+            raise _RequiredCallFailed
+
+    cut_off: Outcome[T] = Outcome("timeout", error="deadline")
+    try:
+        async with asyncio.timeout(deadline):
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for call in calls:
+                        group.create_task(run(call))
+            except* _RequiredCallFailed:
+                cut_off = Outcome("cancelled", error="a required call failed")
+    except TimeoutError:
+        pass
+    return {call.name: outcomes.get(call.name, cut_off) for call in calls}
+
+
+async def _attempt(
+    call: Call[T], inputs: Mapping[str, Any], limit: asyncio.Semaphore, shared_limit: asyncio.Semaphore | None
+) -> Outcome[T]:
+    async with AsyncExitStack() as slots:
+        await slots.enter_async_context(limit)
+        if shared_limit is not None:
+            await slots.enter_async_context(shared_limit)
+        try:
+            async with asyncio.timeout(call.timeout):
+                return Outcome("ok", await call.run(inputs))
+        except TimeoutError as exc:
+            return Outcome("timeout", error=str(exc) or f"no answer within {call.timeout}s")
+        except Exception as exc:  # a call's failure is its outcome, never its siblings' problem
+            return Outcome("error", error=str(exc) or type(exc).__name__)
