@@ -9,7 +9,10 @@ from collections.abc import Iterator
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
+
+from flags.definitions import FlagDefinitions
+from flags.model import FlagKind
 
 Loc = tuple[int | str, ...]
 Seconds = Annotated[float, Field(gt=0)]
@@ -145,6 +148,14 @@ class FanoutSpec(StrictModel):
         return calls
 
 
+class WhenSpec(StrictModel):
+    """Flag-steered routing: requests whose flag resolves to `equals` go to `upstream`."""
+
+    flag: str
+    equals: JsonValue
+    upstream: str
+
+
 class RouteSpec(StrictModel):
     path: str
     name: str | None = None  # for logs and metrics; defaults to the path template
@@ -154,6 +165,8 @@ class RouteSpec(StrictModel):
     rewrite: str | None = None
     headers: HeadersSpec = HeadersSpec()
     fanout: FanoutSpec | None = None
+    flags: tuple[str, ...] = ()  # resolved per request and forwarded upstream; `when:` flags count too
+    when: tuple[WhenSpec, ...] = ()  # the first match wins; none matching: `upstream`
 
     @model_validator(mode="before")
     @classmethod
@@ -217,9 +230,15 @@ class RouteSpec(StrictModel):
     def label(self) -> str:
         return self.name or self.path
 
+    @property
+    def flag_keys(self) -> tuple[str, ...]:
+        """Every flag this route resolves: its own list, then those its `when:` rules read."""
+        return tuple(dict.fromkeys([*self.flags, *(rule.flag for rule in self.when)]))
+
 
 class RouteFile(StrictModel):
     upstreams: dict[str, UpstreamSpec] = {}
+    flags: FlagDefinitions = FlagDefinitions({})
     routes: tuple[RouteSpec, ...]
 
     @field_validator("routes")
@@ -261,6 +280,7 @@ def cross_reference_issues(file: RouteFile) -> list[tuple[Loc, str]]:
             issues.append((loc, "needs an upstream (or a fanout)"))
         elif route.upstream not in file.upstreams:
             issues.append(((*loc, "upstream"), f"unknown upstream '{route.upstream}' (known: {known})"))
+        issues.extend(_flag_issues(route, loc, file, known))
         if route.rewrite is not None:
             params = {name for name, _ in template_params(route.path)}
             for name, _ in template_params(route.rewrite):
@@ -273,6 +293,41 @@ def cross_reference_issues(file: RouteFile) -> list[tuple[Loc, str]]:
             if shared:
                 issues.append((loc, f"conflicts with routes[{other_index}] ({other.path}) for {', '.join(shared)}"))
         seen[_route_shape(route)].append((index, route))
+    return issues
+
+
+# What `equals` must be for each flag type, so a `when:` rule can match at all.
+_EQUALS_TYPES: dict[FlagKind, tuple[type, ...]] = {
+    FlagKind.BOOL: (bool,),
+    FlagKind.INT: (int,),
+    FlagKind.FLOAT: (int, float),
+    FlagKind.STR: (str,),
+}
+
+
+def _flag_issues(route: RouteSpec, loc: Loc, file: RouteFile, known: str) -> list[tuple[Loc, str]]:
+    issues: list[tuple[Loc, str]] = []
+    defined = file.flags.root
+    names = ", ".join(sorted(defined)) or "none defined"
+    for index, key in enumerate(route.flags):
+        if key not in defined:
+            issues.append(((*loc, "flags", index), f"unknown flag '{key}' (defined: {names})"))
+    for index, rule in enumerate(route.when):
+        rule_loc: Loc = (*loc, "when", index)
+        if route.fanout is not None:
+            issues.append((rule_loc, "a fan-out route has no upstream to steer"))
+        if rule.upstream not in file.upstreams:
+            issues.append(((*rule_loc, "upstream"), f"unknown upstream '{rule.upstream}' (known: {known})"))
+        definition = defined.get(rule.flag)
+        if definition is None:
+            issues.append(((*rule_loc, "flag"), f"unknown flag '{rule.flag}' (defined: {names})"))
+            continue
+        expected = _EQUALS_TYPES.get(definition.type)
+        mismatched = expected is not None and (
+            not isinstance(rule.equals, expected) or (bool not in expected and isinstance(rule.equals, bool))
+        )
+        if mismatched:
+            issues.append(((*rule_loc, "equals"), f"{rule.equals!r} can never equal a {definition.type} flag"))
     return issues
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import unquote
 
-from pydantic import BaseModel, ConfigDict, Field, RedisDsn, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, RedisDsn, SecretStr, ValidationError, field_validator
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -43,6 +43,17 @@ class OtelSettings(BaseModel):
     sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)  # of new traces; a parent's decision is kept
 
 
+class FlagSettings(BaseModel):
+    """Where the evaluation context comes from, where the decision goes, and where live definitions live."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    user_header: str = "X-User-Id"  # the targeting key
+    org_header: str = "X-Org-Id"  # the `org` attribute
+    forward_header: str = "X-Feature-Flags"  # resolved flags for the upstream; a client's is always replaced
+    redis_prefix: str = "flags:"  # live definitions in Redis, when GATEWAY_REDIS_URL is set
+
+
 class Settings(BaseSettings):
     """Settings of one gateway process; routes, upstreams and flags come from the file at `routes_file`."""
 
@@ -67,8 +78,10 @@ class Settings(BaseSettings):
     pool_size: int = Field(default=256, ge=1)  # keep-alive connections per upstream and worker
     fanout_max_in_flight: int = Field(default=256, ge=1)  # fan-out calls at once per worker, all routes together
     admin_prefix: str = "/_gateway"
+    admin_token: SecretStr | None = None  # enables the admin API under {admin_prefix}/admin/
     access_log: Literal["json", "text", "off"] = "json"  # one line per request on stdout
     request_id_header: str = "X-Request-ID"
+    flags: FlagSettings = FlagSettings()
     otel: OtelSettings = OtelSettings()
     forwarded_allow_ips: str = "127.0.0.1"  # peers whose X-Forwarded-* uvicorn trusts for the client address
 

@@ -7,7 +7,7 @@ problem+json only while the response has not started (after that, the connection
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from urllib.parse import quote
 
 from starlette.responses import JSONResponse
@@ -15,6 +15,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from gateway.headers import NO_RULES, HeaderRules, RawHeaders, client_response_headers, upstream_request_headers
 from gateway.upstreams import Body, Upstream, UpstreamError, UpstreamResponse, UpstreamTimeout
+from middleware.flags import flag_resolutions
 from middleware.problem import problem_response
 
 logger = logging.getLogger("gateway.proxy")
@@ -124,15 +125,25 @@ class ProxyHandler:
         request_rules: HeaderRules = NO_RULES,
         response_rules: HeaderRules = NO_RULES,
         max_body_bytes: int = 0,
+        steering: Sequence[tuple[str, object, Upstream]] = (),
     ) -> None:
         self.upstream = upstream
         self.rewrite = rewrite
         self.request_rules = request_rules
         self.response_rules = response_rules
         self.max_body_bytes = max_body_bytes
+        self.steering = tuple(steering)  # (flag key, value, upstream): the first match picks the upstream
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.forward(self.upstream, scope, receive, send)
+        upstream = self.upstream
+        if self.steering:
+            resolutions = flag_resolutions(scope)
+            for key, equals, target in self.steering:
+                resolution = resolutions.get(key)
+                if resolution is not None and resolution.value == equals:
+                    upstream = target
+                    break
+        await self.forward(upstream, scope, receive, send)
 
     def target(self, upstream: Upstream, scope: Scope) -> str:
         if self.rewrite is not None:

@@ -228,3 +228,51 @@ def test_fanout_route_loads_and_answers_reads_only(tmp_path: Path) -> None:
 )
 def test_fanout_mistakes(tmp_path: Path, text: str, expected: list[str]) -> None:
     assert issues_of(tmp_path, text) == expected
+
+
+FLAGGED = """\
+upstreams:
+  users: {url: "http://127.0.0.1:9001"}
+  users-v2: {url: "http://127.0.0.1:9003"}
+flags:
+  new-profile:
+    type: bool
+    default: false
+    rules:
+      - {rollout: 10, value: true}
+routes:
+  - path: /api/users/{id}
+    upstream: users
+    flags: [new-profile]
+    when: [{flag: new-profile, equals: true, upstream: users-v2}]
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            FLAGGED.replace("flags: [new-profile]", "flags: [old-profile]"),
+            [":13: routes[0].flags[0]: unknown flag 'old-profile' (defined: new-profile)"],
+        ),
+        (
+            FLAGGED.replace("flag: new-profile,", "flag: nope,"),
+            [":14: routes[0].when[0].flag: unknown flag 'nope' (defined: new-profile)"],
+        ),
+        (
+            FLAGGED.replace("upstream: users-v2}", "upstream: users-v3}"),
+            [":14: routes[0].when[0].upstream: unknown upstream 'users-v3' (known: users, users-v2)"],
+        ),
+        (
+            FLAGGED.replace("equals: true", 'equals: "true"'),
+            [":14: routes[0].when[0].equals: 'true' can never equal a bool flag"],
+        ),
+        (
+            FLAGGED.replace("value: true}", "value: maybe}"),
+            [":9: flags.new-profile.rules[0].value: bool flag: expected a boolean, got str 'maybe'"],
+        ),
+    ],
+    ids=["unknown-route-flag", "unknown-when-flag", "unknown-when-upstream", "wrong-equals-type", "wrong-value-type"],
+)
+def test_flag_mistakes(tmp_path: Path, text: str, expected: list[str]) -> None:
+    assert issues_of(tmp_path, text) == expected

@@ -6,14 +6,13 @@ from typing import Any
 import httpx
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
-from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
 from config.loader import load_route_file
 from config.settings import Settings
-from gateway.app import build_app
+from gateway.app import Gateway, build_app
 
-GatewayFactory = Callable[..., Starlette]
+GatewayFactory = Callable[..., Gateway]
 
 
 @pytest.fixture
@@ -26,7 +25,7 @@ def make_gateway(tmp_path: Path) -> GatewayFactory:
         upstreams: Mapping[str, ASGIApp] | None = None,
         tracer_provider: TracerProvider | None = None,
         **settings: Any,
-    ) -> Starlette:
+    ) -> Gateway:
         path = tmp_path / "routes.yaml"
         path.write_text(routes_yaml)
         routes = load_route_file(path)
@@ -38,9 +37,9 @@ def make_gateway(tmp_path: Path) -> GatewayFactory:
 
 
 @asynccontextmanager
-async def client_for(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+async def client_for(app: Gateway) -> AsyncIterator[httpx.AsyncClient]:
     """An httpx client calling `app` in-process, with the app's lifespan run around it."""
-    async with app.router.lifespan_context(app):
+    async with app.running():
         transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 5000))
         async with httpx.AsyncClient(transport=transport, base_url="http://gw.test") as client:
             yield client

@@ -1,0 +1,125 @@
+"""The admin API under `{prefix}/admin/`: present only when an admin token is configured.
+
+Every call needs `Authorization: Bearer <token>`, compared in constant time; a missing or wrong token is a
+401 and a warning in the log. Inside the prefix, anything but the endpoints below is a 404.
+"""
+
+import hmac
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from flags.model import ORG_ATTRIBUTE, EvaluationContext
+from flags.resolver import Resolver
+from middleware.problem import problem_response
+
+logger = logging.getLogger("gateway.admin")
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+class Admin:
+    def __init__(
+        self,
+        token: str,
+        *,
+        resolver: Resolver,
+        describe_routes: Callable[[], list[dict[str, Any]]],
+        reload: Callable[[], Awaitable[Mapping[str, Any]]] | None = None,
+        purge: Callable[[Mapping[str, Any]], Awaitable[Mapping[str, Any]]] | None = None,
+    ) -> None:
+        if not token:
+            raise ValueError("the admin API needs a non-empty token")
+        self._expected = f"Bearer {token}".encode()
+        self.resolver = resolver
+        self.describe_routes = describe_routes
+        self._reload = reload
+        self._purge = purge
+
+    def routes(self, prefix: str) -> list[Route]:
+        base = f"{prefix}/admin"
+        endpoints: list[tuple[str, Endpoint, str]] = [
+            ("/routes", self.list_routes, "GET"),
+            ("/flags", self.list_flags, "GET"),
+            ("/flags/{key}/evaluate", self.evaluate_flag, "GET"),
+        ]
+        if self._reload is not None:
+            endpoints.append(("/reload", self.reload, "POST"))
+        if self._purge is not None:
+            endpoints.append(("/cache/purge", self.purge, "POST"))
+        routes = [Route(base + path, self._guarded(endpoint), methods=[method]) for path, endpoint, method in endpoints]
+        routes.append(Route(base + "/{rest:path}", self._guarded(self.not_found), methods=None))
+        return routes
+
+    def _guarded(self, endpoint: Endpoint) -> Endpoint:
+        async def guarded(request: Request) -> Response:
+            given = request.headers.get("authorization", "").encode("latin-1")
+            if not hmac.compare_digest(given, self._expected):
+                client = request.client.host if request.client else "-"
+                logger.warning("admin call refused: %s %s from %s", request.method, request.url.path, client)
+                return problem_response(
+                    401, "A valid admin bearer token is required.", headers={"WWW-Authenticate": "Bearer"}
+                )
+            return await endpoint(request)
+
+        return guarded
+
+    async def not_found(self, request: Request) -> Response:
+        return problem_response(404, f"No admin endpoint {request.method} {request.url.path}.")
+
+    async def list_routes(self, request: Request) -> Response:
+        return JSONResponse({"routes": self.describe_routes()})
+
+    async def list_flags(self, request: Request) -> Response:
+        definitions = {
+            key: definition.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+            for key, definition in self.resolver.definitions().items()
+        }
+        return JSONResponse({"flags": definitions, "problems": dict(self.resolver.problems)})
+
+    async def evaluate_flag(self, request: Request) -> Response:
+        key = request.path_params["key"]
+        if self.resolver.flag(key) is None:
+            return problem_response(404, f"No flag '{key}'.")
+        org = request.query_params.get("org")
+        context = EvaluationContext(request.query_params.get("user"), {ORG_ATTRIBUTE: org} if org else {})
+        resolution = self.resolver.evaluate(key, context)
+        return JSONResponse(
+            {
+                "key": key,
+                "value": _jsonable(resolution.value),
+                "variant": resolution.variant,
+                "reason": resolution.reason,
+                "error_code": resolution.error_code,
+                "error_message": resolution.error_message,
+            }
+        )
+
+    async def reload(self, request: Request) -> Response:
+        assert self._reload is not None
+        result = await self._reload()
+        return JSONResponse(dict(result), status_code=200 if result.get("ok") else 422)
+
+    async def purge(self, request: Request) -> Response:
+        assert self._purge is not None
+        try:
+            body = await request.json()
+        except ValueError:
+            return problem_response(400, "The body must be a JSON object.")
+        if not isinstance(body, dict):
+            return problem_response(400, "The body must be a JSON object.")
+        return JSONResponse(dict(await self._purge(body)))
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, Enum):
+        return value.value
+    return value
