@@ -14,7 +14,7 @@ from typing import Literal, get_args
 
 import anyio
 from anyio.lowlevel import checkpoint
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import Headers
 
 from middleware.etags import ANY, EntityTag, generate_etag, parse_etag, parse_etag_list, strong_match, weak_match
 from middleware.httpdates import parse_http_date
@@ -37,6 +37,7 @@ _NOT_MODIFIED_KEEP = frozenset(
     {b"cache-control", b"content-location", b"date", b"etag", b"expires", b"last-modified", b"vary"}
 )
 _WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_READ_CONDITIONS = frozenset({b"if-none-match", b"if-modified-since"})
 _WRITE_PRECONDITIONS = frozenset({b"if-match", b"if-none-match", b"if-unmodified-since"})
 # The internal GET asks for the whole current representation: no conditions, no range, no request body.
 _NOT_FOR_INTERNAL_GET = _WRITE_PRECONDITIONS | {
@@ -75,7 +76,14 @@ def is_not_modified(request_headers: Headers, response_headers: Headers) -> bool
     Last-Modified (§13.1.3). Malformed fields, and an If-Modified-Since holding more than one date, are ignored.
     The caller checks the method and the status: preconditions only apply to what would be a 2xx (§13.2.1).
     """
-    return _not_modified(request_headers, Validators.from_headers(response_headers))
+    if_none_match = _etag_condition(request_headers, "if-none-match")
+    if if_none_match is not None:
+        etag = response_headers.get("etag")
+        return _listed(if_none_match, None if etag is None else parse_etag(etag), weak_match)
+    since = _date_condition(request_headers, "if-modified-since")
+    last_modified = response_headers.get("last-modified") if since is not None else None
+    modified = None if last_modified is None else parse_http_date(last_modified)
+    return since is not None and modified is not None and modified <= since
 
 
 def not_modified_start(response_headers: Iterable[tuple[bytes, bytes]]) -> Message:
@@ -104,14 +112,6 @@ def failed_precondition(request_headers: Headers, current: Validators | None) ->
     if if_none_match is not None and _matches_none_match(if_none_match, current):
         return "If-None-Match"
     return None
-
-
-def _not_modified(request_headers: Headers, current: Validators) -> bool:
-    if_none_match = _etag_condition(request_headers, "if-none-match")
-    if if_none_match is not None:
-        return _matches_none_match(if_none_match, current)
-    since = _date_condition(request_headers, "if-modified-since")
-    return since is not None and current.last_modified is not None and current.last_modified <= since
 
 
 def _matches_none_match(condition: tuple[EntityTag, ...] | Literal["*"], current: Validators | None) -> bool:
@@ -145,7 +145,7 @@ class ConditionalMiddleware:
     - generate_etag: hash bodies of 2xx GET/HEAD responses without an ETag into one (with Last-Modified alone
       too: §8.8.1 recommends sending both, and the tag is exact where dates have one-second resolution).
       An upstream's own ETag and Last-Modified are never touched. A HEAD is run as a GET inside and its body
-      dropped, so HEAD and GET carry the same tag; the app is stopped once a streamed body is no longer needed.
+      dropped, so HEAD and GET carry the same tag; the app is stopped once the rest of its body is not needed.
     - weak: generate `W/"..."` tags. If-Match compares strongly (§13.1.1), so no write precondition naming a
       weak tag ever holds.
     - max_body_bytes: the most body buffered to hash it. Larger bodies, `text/event-stream` and a Content-Length
@@ -189,8 +189,15 @@ class ConditionalMiddleware:
 
     async def _read(self, scope: Scope, receive: Receive, send: Send) -> None:
         head_as_get = scope["method"] == "HEAD" and self.tagging.generate
-        responder = _ReadResponder(self.tagging, Headers(scope=scope), send, head_as_get=head_as_get)
-        await responder.run(self.app, {**scope, "method": "GET"} if head_as_get else scope, receive)
+        conditional = any(name in _READ_CONDITIONS for name, _ in scope["headers"])
+        responder = _ReadResponder(
+            self.tagging, Headers(scope=scope) if conditional else None, send, head_as_get=head_as_get
+        )
+        # A GET answered 304 before its body ended reads the rest and drops it rather than paying for a cancel
+        # scope on every request: only an app sending validators it does not evaluate itself gets there, and
+        # never with an event stream. A HEAD run as a GET is stopped, as its body is never wanted.
+        inner = {**scope, "method": "GET"} if head_as_get else scope
+        await responder.run(self.app, inner, receive, stoppable=head_as_get)
 
     def _evaluates_writes(self, scope: Scope) -> bool:
         """Whether a write may need evaluating here; "auto" without generated tags leaves it to the upstream."""
@@ -205,7 +212,7 @@ class ConditionalMiddleware:
             "headers": [(name, value) for name, value in scope["headers"] if name not in _NOT_FOR_INTERNAL_GET],
         }
         current = _CurrentRepresentation(self.tagging)
-        await current.run(self.app, internal_get, current.receive)
+        await current.run(self.app, internal_get, current.receive, stoppable=True)
         if self.preconditions == "auto" and current.own_etag:
             await self.app(scope, receive, send)
             return
@@ -231,7 +238,7 @@ class _Tagging:
         and fit the limit."""
         if not self.generate or not _whole_success(status) or "etag" in headers:
             return False
-        if headers.get("content-type", "").partition(";")[0].strip().lower() == "text/event-stream":
+        if _is_event_stream(headers):
             return False
         length = headers.get("content-length", "")
         return not length.isdigit() or int(length) <= self.limit
@@ -239,6 +246,11 @@ class _Tagging:
 
 def _whole_success(status: int) -> bool:
     return 200 <= status < 300 and status != 206
+
+
+def _is_event_stream(headers: Headers) -> bool:
+    """Server-sent events: endless, and live, so neither hashed nor answered 304."""
+    return headers.get("content-type", "").partition(";")[0].strip().lower() == "text/event-stream"
 
 
 class _Interception(ABC):
@@ -251,17 +263,22 @@ class _Interception(ABC):
         self.settled = False
         self.chunks: list[bytes] = []
         self.size = 0
-        self.cancel_scope = anyio.CancelScope()
+        self.cancel_scope: anyio.CancelScope | None = None
 
-    async def run(self, app: ASGIApp, scope: Scope, receive: Receive) -> None:
-        with self.cancel_scope:
+    async def run(self, app: ASGIApp, scope: Scope, receive: Receive, *, stoppable: bool) -> None:
+        """Without `stoppable` (a cancel scope costs several microseconds), a body after the answer is dropped."""
+        if not stoppable:
+            await app(scope, receive, self.send)
+            return
+        with anyio.CancelScope() as self.cancel_scope:
             await app(scope, receive, self.send)
 
     @abstractmethod
     async def send(self, message: Message) -> None: ...
 
     async def discard(self, message: Message) -> None:
-        if message["type"] == "http.response.body" and message.get("more_body", False):
+        more_body = message["type"] == "http.response.body" and message.get("more_body", False)
+        if more_body and self.cancel_scope is not None:
             self.cancel_scope.cancel()
             await checkpoint()  # delivers the cancellation here, even to an app that never yields
 
@@ -276,9 +293,9 @@ class _Interception(ABC):
 class _ReadResponder(_Interception):
     """One GET/HEAD: holds the start while the body is hashed, then answers 304 or sends it on."""
 
-    def __init__(self, tagging: _Tagging, request_headers: Headers, send: Send, *, head_as_get: bool) -> None:
+    def __init__(self, tagging: _Tagging, request_headers: Headers | None, send: Send, *, head_as_get: bool) -> None:
         super().__init__(tagging)
-        self.request_headers = request_headers
+        self.request_headers = request_headers  # None: not conditional, so never a 304
         self.downstream = send
         self.head_as_get = head_as_get
         self.held: Message | None = None  # the start, while its body is being hashed
@@ -303,9 +320,7 @@ class _ReadResponder(_Interception):
         headers = Headers(raw=message["headers"])
         if self.tagging.hashes_body(message["status"], headers) and not message.get("trailers", False):
             self.held = message
-        elif _whole_success(message["status"]) and _not_modified(
-            self.request_headers, Validators.from_headers(headers)
-        ):
+        elif _whole_success(message["status"]) and not _is_event_stream(headers) and self.is_not_modified(headers):
             await self.not_modified(message["headers"])
         else:
             await self.pass_start(message)
@@ -314,16 +329,17 @@ class _ReadResponder(_Interception):
         assert self.held is not None
         start, self.held = self.held, None
         etag = generate_etag(self.chunks, weak=self.tagging.weak)
-        headers = MutableHeaders(raw=list(start["headers"]))
-        headers["etag"] = str(etag)
-        start = {**start, "headers": headers.raw}
-        if _not_modified(self.request_headers, Validators.from_headers(headers)):
-            await self.not_modified(headers.raw)
+        headers = [*start["headers"], (b"etag", str(etag).encode())]  # hashes_body saw no ETag
+        if self.is_not_modified(Headers(raw=headers)):
+            await self.not_modified(headers)
             return
-        await self.downstream(start)
+        await self.downstream({**start, "headers": headers})
         body = b"" if self.head_as_get else b"".join(self.chunks)
         await self.downstream({"type": "http.response.body", "body": body, "more_body": False})
         self.settled = True
+
+    def is_not_modified(self, response_headers: Headers) -> bool:
+        return self.request_headers is not None and is_not_modified(self.request_headers, response_headers)
 
     async def flush(self, *, more_body: bool) -> None:
         """The body is not to be tagged after all: send what was held, in order, and stream the rest."""

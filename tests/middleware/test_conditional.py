@@ -578,26 +578,38 @@ def stepping_app(start_headers: list[tuple[bytes, bytes]], first: bytes, release
 
 @pytest.mark.anyio
 @pytest.mark.parametrize(
-    ("start_headers", "first"),
+    ("start_headers", "first", "request_headers"),
     [
-        ([(b"content-type", b"text/event-stream")], b"data: 1\n\n"),
-        ([(b"content-type", b"Text/Event-Stream; charset=utf-8")], b"data: 1\n\n"),
-        ([], b"x" * 11),
-        ([(b"content-length", b"17")], b"first"),
+        ([(b"content-type", b"text/event-stream")], b"data: 1\n\n", []),
+        ([(b"content-type", b"Text/Event-Stream; charset=utf-8")], b"data: 1\n\n", []),
+        ([(b"content-type", b"text/event-stream"), (b"etag", b'"s1"')], b"data: 1\n\n", [(b"if-none-match", b'"s1"')]),
+        ([], b"x" * 11, []),
+        ([(b"content-length", b"17")], b"first", []),
     ],
-    ids=["event-stream", "event-stream-with-parameters", "body-over-limit", "content-length-over-limit"],
+    ids=[
+        "event-stream",
+        "event-stream-with-parameters",
+        "event-stream-never-answered-304",
+        "body-over-limit",
+        "content-length-over-limit",
+    ],
 )
-async def test_streamed_responses_are_not_buffered(start_headers: list[tuple[bytes, bytes]], first: bytes) -> None:
+async def test_streamed_responses_are_not_buffered(
+    start_headers: list[tuple[bytes, bytes]], first: bytes, request_headers: list[tuple[bytes, bytes]]
+) -> None:
     """The first chunk reaches `send` before the app produces the second: nothing waits for the whole body."""
     released = anyio.Event()
     messages: list[Message] = []
     middleware = ConditionalMiddleware(stepping_app(start_headers, first, released), max_body_bytes=10)
 
     with anyio.fail_after(5):
-        await middleware(http_scope(), empty_request(), record_into(messages, (first, released)))
+        await middleware(http_scope(headers=request_headers), empty_request(), record_into(messages, (first, released)))
 
     assert [message.get("body") for message in messages] == [None, first, b"second"]
-    assert "etag" not in Headers(raw=messages[0]["headers"])
+    assert messages[0]["status"] == 200
+    assert Headers(raw=messages[0]["headers"]).getlist("etag") == [
+        h[1].decode() for h in start_headers if h[0] == b"etag"
+    ]
 
 
 @pytest.mark.anyio
@@ -655,13 +667,22 @@ async def test_head_of_an_endless_stream_ends_and_stops_the_app() -> None:
 
 
 @pytest.mark.anyio
-async def test_304_for_an_endless_stream_with_its_own_etag_stops_the_app() -> None:
-    stopped = anyio.Event()
+async def test_304_before_the_body_ended_drops_the_rest_and_lets_the_app_finish() -> None:
+    finished = anyio.Event()
     messages: list[Message] = []
-    app = ConditionalMiddleware(endless_stream(stopped, {"etag": '"s1"'}))
-    with anyio.fail_after(5):
-        await app(http_scope(headers=[(b"if-none-match", b'"s1"')]), empty_request(), record_into(messages))
-    assert (messages[0]["status"], messages[0]["headers"], stopped.is_set()) == (304, [(b"etag", b'"s1"')], True)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"etag", b'"s1"')]})
+        for chunk in (b"one", b"two"):
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finished.set()
+
+    await ConditionalMiddleware(app)(
+        http_scope(headers=[(b"if-none-match", b'"s1"')]), empty_request(), record_into(messages)
+    )
+    assert [(m.get("status"), m.get("body")) for m in messages] == [(304, None), (None, b"")]
+    assert finished.is_set()
 
 
 @pytest.mark.anyio
