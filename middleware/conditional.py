@@ -2,8 +2,8 @@
 
 Place it outside (before) anything that changes the body, such as compression: a generated ETag hashes the
 bytes this middleware sees, so a body changed further out would keep a tag naming other bytes. Place it
-outside a cache too: a cache inside it can answer revalidations itself with `is_not_modified` and
-`not_modified_start`.
+outside a cache too (DESIGN.md): a replayed entry is then tagged and answered 304 here, and a cache that
+wants to answer revalidations itself has `is_not_modified` and `not_modified_start`.
 """
 
 from abc import ABC, abstractmethod
@@ -109,14 +109,9 @@ def failed_precondition(request_headers: Headers, current: Validators | None) ->
         if since is not None and modified is not None and modified > since:
             return "If-Unmodified-Since"
     if_none_match = _etag_condition(request_headers, "if-none-match")
-    if if_none_match is not None and _matches_none_match(if_none_match, current):
-        return "If-None-Match"
+    if if_none_match is not None and current is not None and _listed(if_none_match, current.etag, weak_match):
+        return "If-None-Match"  # `*` with a representation, or a listed tag matching weakly (§13.1.2)
     return None
-
-
-def _matches_none_match(condition: tuple[EntityTag, ...] | Literal["*"], current: Validators | None) -> bool:
-    """True when If-None-Match is false: `*` and a representation exists, or a listed tag matches weakly."""
-    return current is not None and _listed(condition, current.etag, weak_match)
 
 
 def _listed(
@@ -236,9 +231,7 @@ class _Tagging:
     def hashes_body(self, status: int, headers: Headers) -> bool:
         """Whether to hold a response to hash its body: a whole 2xx (not a 206 part) without an ETag that can end
         and fit the limit."""
-        if not self.generate or not _whole_success(status) or "etag" in headers:
-            return False
-        if _is_event_stream(headers):
+        if not self.generate or not _whole_success(status) or "etag" in headers or _is_event_stream(headers):
             return False
         length = headers.get("content-length", "")
         return not length.isdigit() or int(length) <= self.limit
@@ -254,9 +247,9 @@ def _is_event_stream(headers: Headers) -> bool:
 
 
 class _Interception(ABC):
-    """Per-request: runs the inner app with a `send` of its own and stops the app once nothing it still sends
-    can matter (a streamed body after the answer is settled), without cutting short a finished one's
-    background work."""
+    """Per-request: runs the inner app with a `send` of its own. Once the answer is settled, what the app still
+    sends is dropped; a stoppable run also cancels an app that keeps streaming, never one whose body has ended
+    (its background work still runs)."""
 
     def __init__(self, tagging: _Tagging) -> None:
         self.tagging = tagging

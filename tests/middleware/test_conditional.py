@@ -1,6 +1,6 @@
 """ConditionalMiddleware against real ASGI apps: 304 for reads, 412 for writes, generated ETags, streaming."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +26,7 @@ from middleware.etags import EntityTag
 from middleware.types import ASGIApp, Message, Receive, Scope, Send
 
 LAST_MODIFIED = "Sun, 06 Nov 1994 08:49:37 GMT"
-CONDITIONAL_HEADERS = ("if-match", "if-none-match", "if-modified-since", "if-unmodified-since")
+ClientFactory = Callable[..., httpx.AsyncClient]  # (document, **ConditionalMiddleware options)
 
 
 def tag_of(body: bytes, *, weak: bool = False) -> str:
@@ -91,7 +91,7 @@ def document() -> Document:
 
 
 @pytest.fixture
-async def make_client() -> AsyncIterator[Any]:
+async def make_client() -> AsyncIterator[ClientFactory]:
     clients: list[httpx.AsyncClient] = []
 
     def make(document: Document, **options: Any) -> httpx.AsyncClient:
@@ -109,7 +109,9 @@ async def make_client() -> AsyncIterator[Any]:
 
 
 @pytest.mark.anyio
-async def test_generated_etag_then_304_with_only_the_permitted_headers(document: Document, make_client: Any) -> None:
+async def test_generated_etag_then_304_with_only_the_permitted_headers(
+    document: Document, make_client: ClientFactory
+) -> None:
     client = make_client(document)
     first = await client.get("/doc")
     assert (first.status_code, first.content, first.headers["etag"]) == (200, b"version 1", tag_of(b"version 1"))
@@ -147,7 +149,7 @@ async def test_generated_etag_then_304_with_only_the_permitted_headers(document:
     ],
 )
 async def test_if_none_match_against_generated_etag(
-    document: Document, make_client: Any, if_none_match: str, status: int
+    document: Document, make_client: ClientFactory, if_none_match: str, status: int
 ) -> None:
     response = await make_client(document).get("/doc", headers={"If-None-Match": if_none_match})
     assert response.status_code == status
@@ -155,14 +157,16 @@ async def test_if_none_match_against_generated_etag(
 
 
 @pytest.mark.anyio
-async def test_if_none_match_on_several_header_lines_is_one_list(document: Document, make_client: Any) -> None:
+async def test_if_none_match_on_several_header_lines_is_one_list(
+    document: Document, make_client: ClientFactory
+) -> None:
     headers = [("If-None-Match", '"other"'), ("If-None-Match", tag_of(b"version 1"))]
     response = await make_client(document).get("/doc", headers=headers)
     assert response.status_code == 304
 
 
 @pytest.mark.anyio
-async def test_changed_body_yields_new_etag_and_200(document: Document, make_client: Any) -> None:
+async def test_changed_body_yields_new_etag_and_200(document: Document, make_client: ClientFactory) -> None:
     client = make_client(document)
     old = (await client.get("/doc")).headers["etag"]
     document.body = b"version 2"
@@ -174,7 +178,7 @@ async def test_changed_body_yields_new_etag_and_200(document: Document, make_cli
 
 
 @pytest.mark.anyio
-async def test_head_gets_the_same_etag_as_get_and_no_body(document: Document, make_client: Any) -> None:
+async def test_head_gets_the_same_etag_as_get_and_no_body(document: Document, make_client: ClientFactory) -> None:
     client = make_client(document)
     get = await client.get("/doc")
 
@@ -188,14 +192,14 @@ async def test_head_gets_the_same_etag_as_get_and_no_body(document: Document, ma
 
 
 @pytest.mark.anyio
-async def test_head_without_generation_stays_head(document: Document, make_client: Any) -> None:
+async def test_head_without_generation_stays_head(document: Document, make_client: ClientFactory) -> None:
     document.own_etag = True
     response = await make_client(document, generate_etag=False).head("/doc", headers={"If-None-Match": '"v1"'})
     assert (response.status_code, document.reads[0].method) == (304, "HEAD")
 
 
 @pytest.mark.anyio
-async def test_weak_generation(document: Document, make_client: Any) -> None:
+async def test_weak_generation(document: Document, make_client: ClientFactory) -> None:
     client = make_client(document, weak=True)
     first = await client.get("/doc")
     second = await client.get("/doc", headers={"If-None-Match": tag_of(b"version 1")})
@@ -203,7 +207,7 @@ async def test_weak_generation(document: Document, make_client: Any) -> None:
 
 
 @pytest.mark.anyio
-async def test_generation_off_adds_no_etag(document: Document, make_client: Any) -> None:
+async def test_generation_off_adds_no_etag(document: Document, make_client: ClientFactory) -> None:
     client = make_client(document, generate_etag=False)
     response = await client.get("/doc", headers={"If-None-Match": tag_of(b"version 1")})
     assert (response.status_code, "etag" in response.headers) == (200, False)
@@ -237,7 +241,7 @@ async def test_generation_off_adds_no_etag(document: Document, make_client: Any)
         "malformed-if-none-match-ignored",
     ],
 )
-async def test_if_modified_since(document: Document, make_client: Any, headers: Any, status: int) -> None:
+async def test_if_modified_since(document: Document, make_client: ClientFactory, headers: Any, status: int) -> None:
     document.last_modified = LAST_MODIFIED
     response = await make_client(document).get("/doc", headers=headers)
     assert response.status_code == status
@@ -245,7 +249,9 @@ async def test_if_modified_since(document: Document, make_client: Any, headers: 
 
 
 @pytest.mark.anyio
-async def test_last_modified_only_upstream_also_gets_generated_etag(document: Document, make_client: Any) -> None:
+async def test_last_modified_only_upstream_also_gets_generated_etag(
+    document: Document, make_client: ClientFactory
+) -> None:
     document.last_modified = LAST_MODIFIED
     client = make_client(document)
     first = await client.get("/doc")
@@ -255,13 +261,13 @@ async def test_last_modified_only_upstream_also_gets_generated_etag(document: Do
 
 
 @pytest.mark.anyio
-async def test_if_modified_since_without_last_modified_is_200(document: Document, make_client: Any) -> None:
+async def test_if_modified_since_without_last_modified_is_200(document: Document, make_client: ClientFactory) -> None:
     response = await make_client(document).get("/doc", headers={"If-Modified-Since": LAST_MODIFIED})
     assert response.status_code == 200
 
 
 @pytest.mark.anyio
-async def test_upstream_etag_is_kept_and_evaluated(document: Document, make_client: Any) -> None:
+async def test_upstream_etag_is_kept_and_evaluated(document: Document, make_client: ClientFactory) -> None:
     document.own_etag = True
     client = make_client(document)
     first = await client.get("/doc")
@@ -271,7 +277,7 @@ async def test_upstream_etag_is_kept_and_evaluated(document: Document, make_clie
 
 
 @pytest.mark.anyio
-async def test_upstream_own_304_passes_through(document: Document, make_client: Any) -> None:
+async def test_upstream_own_304_passes_through(document: Document, make_client: ClientFactory) -> None:
     """Conditional headers reach the app; its 304 (marked x-answered-by) is forwarded as it is."""
     document.own_etag = True
     response = await make_client(document).get("/doc", headers={"If-None-Match": '"v1"'})
@@ -284,28 +290,28 @@ async def test_upstream_own_304_passes_through(document: Document, make_client: 
 
 
 @pytest.mark.anyio
-async def test_missing_resource_ignores_preconditions(document: Document, make_client: Any) -> None:
+async def test_missing_resource_ignores_preconditions(document: Document, make_client: ClientFactory) -> None:
     document.exists = False
     response = await make_client(document).get("/doc", headers={"If-None-Match": "*"})
     assert (response.status_code, response.content, "etag" in response.headers) == (404, b"no such document", False)
 
 
 @pytest.mark.anyio
-async def test_304_does_not_cut_short_background_work(document: Document, make_client: Any) -> None:
+async def test_304_does_not_cut_short_background_work(document: Document, make_client: ClientFactory) -> None:
     document.own_etag = True
     response = await make_client(document).get("/doc", headers={"If-None-Match": 'W/"v1"'})
     assert (response.status_code, document.background_runs) == (304, 1)
 
 
 @pytest.mark.anyio
-async def test_if_range_reaches_the_app_intact(document: Document, make_client: Any) -> None:
+async def test_if_range_reaches_the_app_intact(document: Document, make_client: ClientFactory) -> None:
     await make_client(document).get("/doc", headers={"If-Range": '"v1"', "Range": "bytes=0-1"})
     assert (document.reads[0].headers["if-range"], document.reads[0].headers["range"]) == ('"v1"', "bytes=0-1")
 
 
-def status_app(status: int, headers: list[tuple[bytes, bytes]] | None = None) -> ASGIApp:
+def status_app(status: int) -> ASGIApp:
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": status, "headers": headers or []})
+        await send({"type": "http.response.start", "status": status, "headers": []})
         await send({"type": "http.response.body", "body": b"body"})
 
     return app
@@ -368,7 +374,7 @@ def test_invalid_options_raise_value_error(options: dict[str, Any]) -> None:
 @pytest.mark.anyio
 @pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE", "POST"])
 async def test_stale_if_match_is_412_and_never_reaches_the_app(
-    document: Document, make_client: Any, method: str
+    document: Document, make_client: ClientFactory, method: str
 ) -> None:
     client = make_client(document)
     stale = (await client.get("/doc")).headers["etag"]
@@ -382,7 +388,9 @@ async def test_stale_if_match_is_412_and_never_reaches_the_app(
 
 
 @pytest.mark.anyio
-async def test_current_if_match_is_let_through_without_the_header(document: Document, make_client: Any) -> None:
+async def test_current_if_match_is_let_through_without_the_header(
+    document: Document, make_client: ClientFactory
+) -> None:
     client = make_client(document)
     current = (await client.get("/doc")).headers["etag"]
 
@@ -394,7 +402,9 @@ async def test_current_if_match_is_let_through_without_the_header(document: Docu
 
 
 @pytest.mark.anyio
-async def test_internal_get_asks_for_the_whole_current_representation(document: Document, make_client: Any) -> None:
+async def test_internal_get_asks_for_the_whole_current_representation(
+    document: Document, make_client: ClientFactory
+) -> None:
     headers = {
         "If-Match": tag_of(b"version 1"),
         "If-Modified-Since": LAST_MODIFIED,
@@ -442,7 +452,7 @@ async def test_internal_get_asks_for_the_whole_current_representation(document: 
     ],
 )
 async def test_write_preconditions_on_generated_etags(
-    document: Document, make_client: Any, exists: bool, headers: dict[str, str], status: int
+    document: Document, make_client: ClientFactory, exists: bool, headers: dict[str, str], status: int
 ) -> None:
     document.exists = exists
     response = await make_client(document).put("/doc", content=b"new", headers=headers)
@@ -462,7 +472,9 @@ async def test_write_preconditions_on_generated_etags(
     ],
     ids=["equal", "later-rfc850", "earlier-asctime", "garbage-ignored", "ignored-under-if-match", "if-match-decides"],
 )
-async def test_if_unmodified_since(document: Document, make_client: Any, headers: dict[str, str], status: int) -> None:
+async def test_if_unmodified_since(
+    document: Document, make_client: ClientFactory, headers: dict[str, str], status: int
+) -> None:
     document.last_modified = LAST_MODIFIED
     response = await make_client(document).put("/doc", content=b"new", headers=headers)
     assert (response.status_code, len(document.writes)) == (status, 1 if status == 204 else 0)
@@ -471,7 +483,9 @@ async def test_if_unmodified_since(document: Document, make_client: Any, headers
 
 
 @pytest.mark.anyio
-async def test_auto_forwards_preconditions_to_an_app_with_its_own_etags(document: Document, make_client: Any) -> None:
+async def test_auto_forwards_preconditions_to_an_app_with_its_own_etags(
+    document: Document, make_client: ClientFactory
+) -> None:
     document.own_etag = True
     client = make_client(document)
 
@@ -484,7 +498,7 @@ async def test_auto_forwards_preconditions_to_an_app_with_its_own_etags(document
 
 
 @pytest.mark.anyio
-async def test_gateway_mode_evaluates_even_an_apps_own_etags(document: Document, make_client: Any) -> None:
+async def test_gateway_mode_evaluates_even_an_apps_own_etags(document: Document, make_client: ClientFactory) -> None:
     document.own_etag = True
     client = make_client(document, preconditions="gateway")
 
@@ -500,7 +514,9 @@ async def test_gateway_mode_evaluates_even_an_apps_own_etags(document: Document,
 
 
 @pytest.mark.anyio
-async def test_upstream_mode_forwards_untouched_without_an_internal_get(document: Document, make_client: Any) -> None:
+async def test_upstream_mode_forwards_untouched_without_an_internal_get(
+    document: Document, make_client: ClientFactory
+) -> None:
     response = await make_client(document, preconditions="upstream").put(
         "/doc", content=b"new", headers={"If-Match": '"stale"'}
     )
@@ -514,14 +530,16 @@ async def test_upstream_mode_forwards_untouched_without_an_internal_get(document
     ids=["no-preconditions", "auto-without-generation"],
 )
 async def test_auto_makes_no_internal_get_when_it_cannot_matter(
-    document: Document, make_client: Any, options: dict[str, Any], headers: dict[str, str]
+    document: Document, make_client: ClientFactory, options: dict[str, Any], headers: dict[str, str]
 ) -> None:
     response = await make_client(document, **options).put("/doc", content=b"new", headers=headers)
     assert (response.status_code, document.reads, len(document.writes)) == (204, [], 1)
 
 
 @pytest.mark.anyio
-async def test_write_against_a_body_too_large_to_tag_fails_if_match(document: Document, make_client: Any) -> None:
+async def test_write_against_a_body_too_large_to_tag_fails_if_match(
+    document: Document, make_client: ClientFactory
+) -> None:
     """No ETag can be made for it, so no listed tag can match (RFC 9110 §13.1.1)."""
     response = await make_client(document, max_body_bytes=4).put(
         "/doc", content=b"x", headers={"If-Match": tag_of(b"version 1")}
