@@ -6,7 +6,7 @@ so an invalidation or a purge by URL removes them together and a Redis Cluster k
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 from urllib.parse import unquote_plus, urlsplit
 
 import xxhash
@@ -57,9 +57,9 @@ class KeyRules:
         return name in self.ignore or unquote_plus(name) in self.ignore
 
 
-@dataclass(frozen=True, slots=True)
-class UrlKey:
-    """One URL's identity in a store: a digest of method, scheme, host, path and normalised query."""
+class UrlKey(NamedTuple):
+    """One URL's identity in a store: a digest of method, scheme, host, path and normalised query.
+    (A NamedTuple rather than a frozen dataclass: it is built on every request, and this is cheaper.)"""
 
     digest: str
     path: str
@@ -70,17 +70,16 @@ def _url_key(scheme: str, host: str, path: str, query: str) -> UrlKey:
     return UrlKey(xxhash.xxh3_128_hexdigest(material.encode("utf-8", "surrogatepass")), path)
 
 
-def url_key(scope: Scope, rules: KeyRules) -> UrlKey:
-    """The key of the GET a request's URL names (HEAD shares it). The raw path keeps `%2F` apart from `/`."""
-    host = ""
-    for name, value in scope["headers"]:
-        if name == b"host":
-            host = value.decode("latin-1").lower()
-            break
+def url_key(scope: Scope, rules: KeyRules, host_header: bytes | None = None) -> UrlKey:
+    """The key of the GET a request's URL names (HEAD shares it). The raw path keeps `%2F` apart from `/`.
+    A caller that has already read the Host header passes it."""
+    if host_header is None:
+        host_header = next((value for name, value in scope["headers"] if name == b"host"), None)
+    if host_header is not None:
+        host = host_header.decode("latin-1").lower()
     else:
         server = scope.get("server")
-        if server:
-            host = f"{server[0]}:{server[1]}"
+        host = f"{server[0]}:{server[1]}" if server else ""
     raw_path = scope.get("raw_path")
     path = raw_path.decode("latin-1") if raw_path else scope["path"]
     return _url_key(scope["scheme"], host, path, rules.normalise(scope["query_string"].decode("latin-1")))

@@ -64,10 +64,8 @@ class _Request:
     def demanding(self) -> bool:
         return self.no_cache or self.max_age is not None or self.min_fresh is not None
 
-    def accepts(self, entry: StoredResponse, now: float) -> bool:
+    def accepts(self, age: float, ttl: float) -> bool:
         """Fresh, and fresh enough for the client's honoured directives (RFC 9111 §5.2.1)."""
-        age = entry.age(now)
-        ttl = entry.lifetime - age
         return (
             ttl > 0
             and not self.no_cache
@@ -158,17 +156,17 @@ class CacheMiddleware:
             return
         request = self._request(scope)
         entry, variant, miss = await self._lookup(request)
-        now = self.clock()
         if entry is not None:
-            ttl = entry.lifetime - entry.age(now)
-            if request.accepts(entry, now):
+            age = entry.age(self.clock())
+            ttl = entry.lifetime - age
+            if request.accepts(age, ttl):
                 state["cache_status"] = "hit"
-                await self._replay(request, entry, now, self._hit + b"%d" % ttl, send)
+                await self._replay(request, entry, age, self._hit + b"%d" % ttl, send)
                 return
             if not request.demanding and -ttl < entry.stale_while_revalidate:
                 state["cache_status"] = "stale"
                 status = self._hit + b"%d; detail=stale-while-revalidate" % ttl
-                await self._replay(request, entry, now, status, send)
+                await self._replay(request, entry, age, status, send)
                 self._refresh_later(request, variant, entry)
                 return
             miss = "request" if ttl > 0 else "stale"
@@ -187,15 +185,17 @@ class CacheMiddleware:
     def _request(self, scope: Scope) -> _Request:
         cache_control: list[str] = []
         authorized = False
+        host = None
         for name, value in scope["headers"]:
-            if name == b"cache-control":
+            if name == b"host":
+                host = value
+            elif name == b"cache-control":
                 cache_control.append(value.decode("latin-1"))
             elif name == b"authorization":
                 authorized = True
         extras = self.key_extras(scope) if self.key_extras is not None else None
-        request = _Request(
-            scope, url_key(scope, self.options.keys), extras_variant(extras), scope["method"] == "HEAD", authorized
-        )
+        url = url_key(scope, self.options.keys, host)
+        request = _Request(scope, url, extras_variant(extras), scope["method"] == "HEAD", authorized)
         if cache_control:
             directives = parse_cache_control(", ".join(cache_control))
             request.only_if_cached = "only-if-cached" in directives
@@ -221,8 +221,8 @@ class CacheMiddleware:
             return record, variant, ""
         return record, request.head, ""  # stored at the head variant: it does not vary
 
-    async def _replay(self, request: _Request, entry: StoredResponse, now: float, status: bytes, send: Send) -> None:
-        headers = [*entry.headers, (b"age", b"%d" % entry.age(now)), (b"cache-status", status)]
+    async def _replay(self, request: _Request, entry: StoredResponse, age: float, status: bytes, send: Send) -> None:
+        headers = [*entry.headers, (b"age", b"%d" % age), (b"cache-status", status)]
         await send({"type": "http.response.start", "status": entry.status, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if request.is_head else entry.body})
 
@@ -276,14 +276,14 @@ class CacheMiddleware:
 
     def _can_share(self, request: _Request, shared: StoredResponse) -> bool:
         """Whether another request's fresh result may answer this one."""
-        return request.matches(shared) and request.accepts(shared, self.clock())
+        age = shared.age(self.clock())
+        return request.matches(shared) and request.accepts(age, shared.lifetime - age)
 
     async def _replay_shared(self, request: _Request, shared: StoredResponse, miss: str, send: Send) -> None:
-        now = self.clock()
         request.scope["state"]["cache_status"] = "hit"
-        ttl = shared.lifetime - shared.age(now)
-        status = f"{self.options.name}; fwd={miss}; collapsed; ttl={int(ttl)}".encode()
-        await self._replay(request, shared, now, status, send)
+        age = shared.age(self.clock())
+        status = f"{self.options.name}; fwd={miss}; collapsed; ttl={int(shared.lifetime - age)}".encode()
+        await self._replay(request, shared, age, status, send)
 
     async def _forward(
         self,
@@ -331,7 +331,9 @@ class CacheMiddleware:
         stored = tee.stored()
         key = f"{request.url.digest}:{variant}"
         if stored is None:
-            if isinstance(tee.decision, str) and len(self._solo) < _SOLO_LIMIT:
+            if isinstance(tee.decision, str):
+                if len(self._solo) >= _SOLO_LIMIT:
+                    self._solo.clear()
                 self._solo[key] = self.clock() + _SOLO_SECONDS
             return None
         self._solo.pop(key, None)
@@ -362,22 +364,22 @@ class CacheMiddleware:
         if send is not None:
             request.scope["state"]["cache_status"] = "revalidated"
             answer = refreshed or entry
-            now = self.clock()
+            age = answer.age(self.clock())
             outcome = "stored" if refreshed is not None else f"detail={decision}"
-            ttl = int(answer.lifetime - answer.age(now))
-            status = f"{self.options.name}; fwd=stale; fwd-status=304; {outcome}; ttl={ttl}".encode()
-            await self._replay(request, answer, now, status, send)
+            ttl = int(answer.lifetime - age)
+            status = f"{self.options.name}; fwd={tee.reason}; fwd-status=304; {outcome}; ttl={ttl}".encode()
+            await self._replay(request, answer, age, status, send)
         return refreshed
 
     async def _replay_stale(
         self, request: _Request, entry: StoredResponse, send: Send, upstream_status: int | None
     ) -> None:
         request.scope["state"]["cache_status"] = "stale"
-        now = self.clock()
+        age = entry.age(self.clock())
         forwarded = f"; fwd-status={upstream_status}" if upstream_status is not None else ""
-        ttl = int(entry.lifetime - entry.age(now))
+        ttl = int(entry.lifetime - age)
         status = f"{self.options.name}; fwd=stale{forwarded}; ttl={ttl}; detail=stale-if-error".encode()
-        await self._replay(request, entry, now, status, send)
+        await self._replay(request, entry, age, status, send)
 
     async def _store(self, request: _Request, stored: StoredResponse, ttl: float) -> None:
         """Write a response, with the index that finds it when it varies, in one store operation."""
@@ -542,7 +544,7 @@ class _Tee:
         assert self.start is not None
         request.scope["state"]["cache_status"] = "miss"
         status = f"{options.name}; fwd={self.reason}"
-        if self.reason == "stale":
+        if self.reason in ("stale", "request"):  # a stored response was there: say how the upstream answered
             status += f"; fwd-status={self.status}"
         status += "; stored" if self.storing else f"; detail={decision}"
         headers = [*self.headers, (b"cache-status", status.encode())]

@@ -245,7 +245,7 @@ async def test_client_no_cache_is_honoured_when_the_route_says_so(make_cache: Ca
         not_stored = await client.get("/b", headers={"cache-control": "no-store"})
         after_no_store = await client.get("/b")
     assert upstream.hits == 5
-    assert forced.headers["cache-status"] == "gateway; fwd=request; stored"
+    assert forced.headers["cache-status"] == "gateway; fwd=request; fwd-status=200; stored"
     assert (too_old.text, young_enough.text) == ("hit 3", "hit 3")
     assert (not_stored.text, after_no_store.text) == ("hit 4", "hit 5")
 

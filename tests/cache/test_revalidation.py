@@ -237,3 +237,14 @@ async def test_error_timeout_does_not_apply_once_the_upstream_answers(make_cache
         "hit 2",
         "gateway; fwd=stale; fwd-status=200; stored",
     )
+
+
+async def test_an_honoured_client_no_cache_revalidates_a_fresh_entry(make_cache: CacheFactory) -> None:
+    """RFC 9111 §5.2.1.4: the stored response may be used once the upstream has validated it."""
+    upstream = Upstream(validated(max_age=60))
+    upstream.not_modified_headers = {"cache-control": "max-age=60", "etag": '"v1"'}
+    async with client_for(make_cache(upstream, honour_client_no_cache=True)) as client:
+        await client.get("/a")
+        validated_again = await client.get("/a", headers={"cache-control": "no-cache"})
+    assert (upstream.hits, validated_again.text, upstream.seen[1][1]["if-none-match"]) == (2, "hit 1", '"v1"')
+    assert validated_again.headers["cache-status"] == "gateway; fwd=request; fwd-status=304; stored; ttl=60"
