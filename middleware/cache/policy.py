@@ -151,8 +151,12 @@ def http_date(value: str) -> float | None:
         return None
 
 
-def _values(headers: Iterable[Header], name: bytes) -> list[str]:
-    return [value.decode("latin-1") for key, value in headers if key == name]
+def _index(headers: Iterable[Header]) -> dict[bytes, list[str]]:
+    """Field values by name, read once per response."""
+    fields: dict[bytes, list[str]] = {}
+    for key, value in headers:
+        fields.setdefault(key, []).append(value.decode("latin-1"))
+    return fields
 
 
 def _first(headers: Iterable[Header], name: bytes) -> str | None:
@@ -172,7 +176,8 @@ def assess(
     """Whether a response to a GET may be stored (RFC 9111 §3), and if so for how long (§4.2.1).
 
     Returns the storable facts, or a short reason (an RFC 9211 detail token) why not."""
-    directives = parse_cache_control(", ".join(_values(headers, b"cache-control")))
+    fields = _index(headers)
+    directives = parse_cache_control(", ".join(fields.get(b"cache-control", ())))
     if status < 200 or status in (206, 304):
         return "status"
     if "no-store" in directives or request_no_store:
@@ -181,19 +186,18 @@ def assess(
         return "private"
     if authorized and not ("public" in directives or "s-maxage" in directives or "must-revalidate" in directives):
         return "authorization"  # §3.5
-    fields = vary_fields(_values(headers, b"vary"))
-    if fields is None:
+    varied = vary_fields(fields.get(b"vary", ()))
+    if varied is None:
         return "vary-star"
-    has_cookie = any(key == b"set-cookie" for key, _ in headers)
-    if has_cookie and not options.cache_set_cookie:
+    if b"set-cookie" in fields and not options.cache_set_cookie:
         return "set-cookie"
 
-    expires = _first(headers, b"expires")
+    expires = next(iter(fields.get(b"expires", ())), None)
     explicit = "s-maxage" in directives or "max-age" in directives or expires is not None
     if not explicit and status not in HEURISTIC_STATUSES and "public" not in directives:
         return "no-freshness"
 
-    date = _first(headers, b"date")
+    date = next(iter(fields.get(b"date", ())), None)
     date_value = http_date(date) if date is not None else None
     if options.force_ttl is not None:
         lifetime: float = options.force_ttl
@@ -209,18 +213,19 @@ def assess(
         lifetime = options.ttl
 
     swr, sie = _stale_windows(directives, options)
-    validated = any(key in (b"etag", b"last-modified") for key, _ in headers)
-    initial_age = _initial_age(_first(headers, b"age"), date_value, request_time, response_time)
+    validated = b"etag" in fields or b"last-modified" in fields
+    initial_age = _initial_age(next(iter(fields.get(b"age", ())), None), date_value, request_time, response_time)
     ttl = max(lifetime - initial_age, 0.0) + max(swr, sie, options.keep if validated else 0.0)
     if ttl <= 0:
         return "stale"
 
-    stored = [(key, value) for key, value in headers if key not in _UNSTORED and key not in _hop_by_hop(headers)]
+    unstored = _UNSTORED | _hop_by_hop(fields.get(b"connection", ()))
+    stored = [(key, value) for key, value in headers if key not in unstored]
     if date is None:  # RFC 9110 §6.6.1: a cache adds the Date a response lacks
         stored.append((b"date", formatdate(response_time, usegmt=True).encode()))
     tags: tuple[str, ...] = ()
     if options.tags_header is not None:
-        raw_tags = _values(headers, options.tags_header.lower().encode("latin-1"))
+        raw_tags = fields.get(options.tags_header.lower().encode("latin-1"), ())
         tags = tuple(dict.fromkeys(tag for value in raw_tags for tag in _TAG_SEPARATORS.split(value) if tag))
     return Storable(
         status=status,
@@ -229,7 +234,7 @@ def assess(
         lifetime=lifetime,
         stale_while_revalidate=swr,
         stale_if_error=sie,
-        vary=fields,
+        vary=varied,
         tags=tags,
         ttl=ttl,
         request_time=request_time,
@@ -260,9 +265,9 @@ def _stale_windows(directives: dict[str, str | None], options: CacheOptions) -> 
     return windows[0], windows[1]
 
 
-def _hop_by_hop(headers: Iterable[Header]) -> frozenset[bytes]:
+def _hop_by_hop(connection: Iterable[str]) -> frozenset[bytes]:
     """Fields a Connection header names (RFC 9110 §7.6.1) are not stored either."""
-    named = (name.strip().lower() for value in _values(headers, b"connection") for name in value.split(","))
+    named = (name.strip().lower() for value in connection for name in value.split(","))
     return frozenset(name.encode("latin-1") for name in named if name)
 
 
@@ -300,7 +305,9 @@ def same_validator(entry: StoredResponse, not_modified: Sequence[Header]) -> boo
 def refreshed_headers(entry: StoredResponse, not_modified: Sequence[Header], response_time: float) -> list[Header]:
     """The stored header fields updated by a 304 (RFC 9111 §3.2): fields it carries replace stored ones.
     A 304 without Date gets one (RFC 9110 §6.6.1), so the refreshed entry's age starts again."""
-    excluded = _NOT_REFRESHED | _hop_by_hop(not_modified)
+    excluded = _NOT_REFRESHED | _hop_by_hop(
+        value.decode("latin-1") for key, value in not_modified if key == b"connection"
+    )
     updates = [(key, value) for key, value in not_modified if key not in excluded]
     if not any(key == b"date" for key, _ in updates):
         updates.append((b"date", formatdate(response_time, usegmt=True).encode()))
