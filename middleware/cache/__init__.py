@@ -3,6 +3,11 @@ shared by replicas, or a `TieredStore` of both.
 
 Layout (hishel's split): cachecontrol.py and policy.py are pure rules, keys.py builds keys, store.py
 defines what is stored, memory.py / redis.py / tiered.py store it, middleware.py is the only I/O driver.
+
+    store = TieredStore(l1=MemoryStore(max_bytes=32 << 20), l2=RedisStore.from_url(url, prefix="gw:"))
+    app = CacheMiddleware(app, store=store, options=CacheOptions(ttl=60, stale_while_revalidate=30))
+    await app.purge_tag("user-7")      # also purge_url(absolute_url), purge_prefix(path)
+    await app.aclose(); await store.aclose()
 """
 
 from middleware.cache.cachecontrol import delta_seconds, format_cache_control, parse_cache_control
