@@ -71,6 +71,7 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=1, le=256)
     server: Literal["uvicorn", "granian"] = "uvicorn"
     routes_file: Path = Path("routes.yaml")
+    watch_routes: bool = True  # reload the route file when it changes (and on SIGHUP)
     redis_url: RedisDsn | None = None  # unset or empty: the in-memory store
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=0)  # request bodies; 0 means no limit

@@ -6,10 +6,17 @@ process-wide middlewares (tracing, request id, access log, path guard) and then 
 """
 
 import asyncio
+import contextlib
+import hashlib
 import importlib
+import logging
 import re
-from collections.abc import AsyncIterator, Mapping
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -24,8 +31,9 @@ from config.errors import ConfigError, ConfigIssue
 from config.loader import load_route_file
 from config.routes import RouteFile, UpstreamSpec
 from config.settings import Settings, load_settings
+from flags.resolver import Resolver
 from gateway.admin import Admin
-from gateway.flagwiring import build_resolver, flag_span_event
+from gateway.flagwiring import build_flags, flag_span_event
 from gateway.health import Health
 from gateway.logs import ACCESS_LOGGER
 from gateway.routing import PathGuard, RouteDependencies, build_routes, method_not_allowed, not_found
@@ -36,9 +44,35 @@ from middleware.request_id import RequestIdMiddleware
 from middleware.tracing import tracing_middleware
 from middleware.types import ASGIApp, Receive, Scope, Send
 
+logger = logging.getLogger("gateway")
+
+ROUTES_POLL_SECONDS = 1.0
+
+
+@dataclass(eq=False)
+class Generation:
+    """One loaded route file: its compiled routes and upstreams, and the requests still running on it."""
+
+    routes: RouteFile
+    version: str
+    upstreams: dict[str, Upstream]
+    app: ASGIApp
+    in_flight: int = 0
+    retired: list[Transport] = field(default_factory=list)  # pools only this generation used, closed after it
+
+    async def close_retired(self) -> None:
+        retired, self.retired = self.retired, []
+        for transport in retired:
+            await transport.aclose()
+
 
 class Gateway:
-    """The ASGI app `gateway run` serves; it answers the lifespan protocol itself."""
+    """The ASGI app `gateway run` serves; it answers the lifespan protocol itself.
+
+    A reload compiles the new route file into a new Generation and swaps it in with one assignment:
+    requests in flight finish on the old one, new requests get the new one, upstream pools whose spec did
+    not change carry over, and pools no longer used close once the old generation's last request is done.
+    """
 
     def __init__(
         self,
@@ -51,17 +85,24 @@ class Gateway:
         """`upstream_apps` serves named upstreams in-process (tests, embedded use); `tracer_provider` replaces
         the one the settings describe (tests pass one with an in-memory exporter)."""
         self.settings = settings
+        self._upstream_apps = upstream_apps or {}
         self._owned_provider = build_tracer_provider(settings.otel) if tracer_provider is None else None
         self.tracer_provider = tracer_provider or self._owned_provider
         self.redis = redis.asyncio.Redis.from_url(str(settings.redis_url)) if settings.redis_url else None
-        self.resolver, self._live_flags = build_resolver(routes, settings.flags, self.redis)
+        self.flags = build_flags(routes, settings.flags, self.redis)
         if self.tracer_provider is not None:
-            self.resolver.add_hook(flag_span_event)
-        self.upstreams = build_upstreams(routes, settings, upstream_apps or {}, self.tracer_provider)
+            self.flags.resolver.add_hook(flag_span_event)
         self.fanout_limit = asyncio.Semaphore(settings.fanout_max_in_flight)
-        self.routes = routes
-        self.compiled = self._compile(routes)
+        self.last_reload_error: str | None = None
+        self._reloading = asyncio.Lock()
+        self._loaded_identity = _file_identity(settings.routes_file)  # what the watcher compares against
+        self.reload_listeners: list[Callable[[Mapping[str, Any]], None]] = []  # told every reload's result
+        self.generation = self._generation(routes, self._upstreams_for(routes, {}))
         self.app = self._process_middleware(self._dispatch)
+
+    @property
+    def resolver(self) -> Resolver:
+        return self.flags.resolver
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -70,26 +111,52 @@ class Gateway:
         await self.app(scope, receive, send)
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.compiled(scope, receive, send)
+        generation = self.generation
+        generation.in_flight += 1
+        try:
+            await generation.app(scope, receive, send)
+        finally:
+            generation.in_flight -= 1
+            if generation.retired and not generation.in_flight and generation is not self.generation:
+                await generation.close_retired()
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        """Opens the upstream pools and the live flag feed; closes them, then flushes spans, on exit."""
+        """Opens the upstream pools and the live flag feed, watches the route file; undoes it all on exit."""
         async with AsyncExitStack() as stack:
-            for upstream in self.upstreams.values():
+            for upstream in self.generation.upstreams.values():
                 await upstream.transport.start()
-                stack.push_async_callback(upstream.transport.aclose)
+            stack.push_async_callback(self._close_upstreams)
             if self.redis is not None:
                 stack.push_async_callback(self.redis.aclose)
             if self._owned_provider is not None:
                 stack.callback(self._owned_provider.shutdown)
-            tasks = await stack.enter_async_context(anyio.create_task_group())
-            if self._live_flags is not None:
-                await tasks.start(self._live_flags.run)
+            if self.flags.live is not None:
+                await self.flags.live.load()  # the first definitions are in before the first request
+            # The feeds run in a task of their own: the body of this context (requests, in tests) must not
+            # run inside their cancel scope. anyio's cancellation is re-delivered until they stop, which
+            # matters when a client library swallows one.
+            sighup = asyncio.Event()
+            stack.enter_context(_signal_handler(signal.SIGHUP, sighup.set))
+            stop = anyio.CancelScope()
+            feeds = asyncio.create_task(self._feeds(stop, sighup))
             try:
                 yield
             finally:
-                tasks.cancel_scope.cancel()
+                stop.cancel()
+                await feeds
+
+    async def _feeds(self, scope: anyio.CancelScope, sighup: asyncio.Event) -> None:
+        with scope:
+            async with anyio.create_task_group() as tasks:
+                if self.flags.live is not None:
+                    tasks.start_soon(self.flags.live.run)
+                if self.settings.watch_routes:
+                    tasks.start_soon(self._watch_routes, sighup)
+
+    async def _close_upstreams(self) -> None:
+        for upstream in self.generation.upstreams.values():
+            await upstream.transport.aclose()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         await receive()  # lifespan.startup
@@ -102,20 +169,78 @@ class Gateway:
             raise
         await send({"type": "lifespan.shutdown.complete"})
 
-    def _compile(self, routes: RouteFile) -> Starlette:
+    async def reload(self) -> dict[str, Any]:
+        """Validate the route file and swap it in; a bad file changes nothing and is reported."""
+        result = await self._reload()
+        for listener in self.reload_listeners:
+            listener(result)
+        return result
+
+    async def _reload(self) -> dict[str, Any]:
+        async with self._reloading:
+            old = self.generation
+            self._loaded_identity = _file_identity(self.settings.routes_file)  # a later change is seen again
+            try:
+                routes = load_route_file(self.settings.routes_file)
+                upstreams = self._upstreams_for(routes, old.upstreams)
+            except ConfigError as exc:
+                self.last_reload_error = str(exc)
+                logger.error("route file rejected, still serving version %s:\n%s", old.version, exc)
+                return {"ok": False, "version": old.version, "errors": [str(issue) for issue in exc.issues]}
+            for name, upstream in upstreams.items():
+                if old.upstreams.get(name) is not upstream:
+                    await upstream.transport.start()
+            self.flags.from_file.set(routes.flags.root)
+            self.generation = self._generation(routes, upstreams)
+            self.last_reload_error = None
+            kept = {id(upstream) for upstream in upstreams.values()}
+            old.retired = [upstream.transport for upstream in old.upstreams.values() if id(upstream) not in kept]
+            if not old.in_flight:
+                await old.close_retired()
+            logger.info("route file reloaded: version %s -> %s", old.version, self.generation.version)
+            return {"ok": True, "version": self.generation.version, "previous": old.version}
+
+    async def _watch_routes(self, changed: asyncio.Event) -> None:
+        """Reload on SIGHUP (`changed`), and when the route file changes: its identity is checked every
+        second, which also catches editors and ConfigMaps that swap the file instead of writing it."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(ROUTES_POLL_SECONDS):
+                    await changed.wait()
+            if changed.is_set() or _file_identity(self.settings.routes_file) != self._loaded_identity:
+                changed.clear()
+                await self.reload()
+
+    def _upstreams_for(self, routes: RouteFile, current: Mapping[str, Upstream]) -> dict[str, Upstream]:
+        """The pools for a route file: the current one where an upstream's spec is unchanged, else new."""
+        specs = self.generation.routes.upstreams if current else {}
+        fresh = {
+            name: spec for name, spec in routes.upstreams.items() if specs.get(name) != spec or name not in current
+        }
+        built = build_upstreams(fresh, self.settings, self._upstream_apps, self.tracer_provider)
+        return {name: built[name] if name in fresh else current[name] for name in routes.upstreams}
+
+    def _generation(self, routes: RouteFile, upstreams: dict[str, Upstream]) -> Generation:
+        version = hashlib.sha256(routes.model_dump_json().encode()).hexdigest()[:12]
+        return Generation(routes, version, upstreams, self._compile(routes, upstreams))
+
+    def _compile(self, routes: RouteFile, upstreams: Mapping[str, Upstream]) -> Starlette:
         settings = self.settings
         deps = RouteDependencies(
-            upstreams=self.upstreams,
+            upstreams=upstreams,
             resolver=self.resolver,
             flag_settings=settings.flags,
             max_body_bytes=settings.max_body_bytes,
             fanout_limit=self.fanout_limit,
         )
-        health = Health(self.redis, route_count=len(routes.routes))
+        health = Health(self.redis, route_count=len(routes.routes), status=self.config_status)
         own: list[BaseRoute] = [*health.routes(settings.admin_prefix)]
         if settings.admin_token is not None:
             admin = Admin(
-                settings.admin_token.get_secret_value(), resolver=self.resolver, describe_routes=self.describe_routes
+                settings.admin_token.get_secret_value(),
+                resolver=self.resolver,
+                describe_routes=self.describe_routes,
+                reload=self.reload,
             )
             own += admin.routes(settings.admin_prefix)
         app = Starlette(
@@ -124,6 +249,9 @@ class Gateway:
         )
         app.router.redirect_slashes = False  # a proxy forwards /a/ and /a as asked; it does not redirect
         return app
+
+    def config_status(self) -> dict[str, Any]:
+        return {"config_version": self.generation.version, "last_reload_error": self.last_reload_error}
 
     def _process_middleware(self, app: ASGIApp) -> ASGIApp:
         """Tracing outermost (so even a 500 is on the span), then request id, access log, path guard."""
@@ -148,7 +276,29 @@ class Gateway:
         return app
 
     def describe_routes(self) -> list[dict[str, Any]]:
-        return [route.model_dump(mode="json", exclude_defaults=True) for route in self.routes.routes]
+        return [route.model_dump(mode="json", exclude_defaults=True) for route in self.generation.routes.routes]
+
+
+@contextlib.contextmanager
+def _signal_handler(signum: int, handler: Callable[[], None]) -> Iterator[None]:
+    """A loop signal handler for the context's duration; only the main thread can have one."""
+    loop = asyncio.get_running_loop()
+    installed = threading.current_thread() is threading.main_thread()
+    if installed:
+        loop.add_signal_handler(signum, handler)
+    try:
+        yield
+    finally:
+        if installed:
+            loop.remove_signal_handler(signum)
+
+
+def _file_identity(path: Path) -> tuple[int, int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size, stat.st_ino
 
 
 def build_app(
@@ -162,11 +312,14 @@ def build_app(
 
 
 def build_upstreams(
-    routes: RouteFile, settings: Settings, apps: Mapping[str, ASGIApp], tracer_provider: TracerProvider | None
+    specs: Mapping[str, UpstreamSpec],
+    settings: Settings,
+    apps: Mapping[str, ASGIApp],
+    tracer_provider: TracerProvider | None,
 ) -> dict[str, Upstream]:
     issues: list[ConfigIssue] = []
     upstreams: dict[str, Upstream] = {}
-    for name, spec in routes.upstreams.items():
+    for name, spec in specs.items():
         try:
             app = apps.get(name) or (import_app(spec.app) if spec.app else None)
         except (ImportError, AttributeError) as exc:

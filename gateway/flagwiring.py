@@ -5,6 +5,7 @@ sees within a second), then `FLAGS_OVERRIDE` from the environment for local work
 """
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio
@@ -13,22 +14,26 @@ from opentelemetry import trace
 from config.routes import RouteFile, RouteSpec
 from config.settings import FlagSettings
 from flags.model import EvaluationContext, Flag
-from flags.registry import Registry
 from flags.resolution import Resolution
 from flags.resolver import FlagSource, Resolver
 from flags.sources import InMemorySource, RedisSource, env_overrides
 
 
-def build_resolver(
-    routes: RouteFile, settings: FlagSettings, redis_client: redis.asyncio.Redis | None
-) -> tuple[Resolver, RedisSource | None]:
-    registry = Registry()
-    registry.declare(routes.flags.root.values())
-    sources: list[FlagSource] = [InMemorySource(routes.flags.root)]
-    live = RedisSource(redis_client, prefix=settings.redis_prefix, registry=registry) if redis_client else None
-    if live is not None:
-        sources.append(live)
-    return Resolver(registry, sources=sources, overrides=env_overrides()), live
+@dataclass(frozen=True, slots=True)
+class GatewayFlags:
+    """The resolver, and the sources a reload or the lifespan acts on."""
+
+    resolver: Resolver
+    from_file: InMemorySource  # replaced on reload
+    live: RedisSource | None  # run in the lifespan
+
+
+def build_flags(routes: RouteFile, settings: FlagSettings, redis_client: redis.asyncio.Redis | None) -> GatewayFlags:
+    """Flags declared by their definitions (the gateway has no flags in code), so a reload may retype one."""
+    from_file = InMemorySource(routes.flags.root)
+    live = RedisSource(redis_client, prefix=settings.redis_prefix) if redis_client is not None else None
+    sources: list[FlagSource] = [from_file] if live is None else [from_file, live]
+    return GatewayFlags(Resolver(sources=sources, overrides=env_overrides()), from_file, live)
 
 
 def route_flags(spec: RouteSpec, resolver: Resolver) -> list[Flag[Any]]:

@@ -1,6 +1,8 @@
 """Liveness and readiness, answered by the gateway itself and never proxied."""
 
 import asyncio
+from collections.abc import Callable
+from typing import Any
 
 import redis.asyncio
 from starlette.requests import Request
@@ -11,9 +13,12 @@ REDIS_PING_TIMEOUT = 0.5
 
 
 class Health:
-    def __init__(self, redis_client: redis.asyncio.Redis | None, *, route_count: int) -> None:
+    def __init__(
+        self, redis_client: redis.asyncio.Redis | None, *, route_count: int, status: Callable[[], dict[str, Any]]
+    ) -> None:
         self.redis = redis_client
         self.route_count = route_count
+        self.status = status  # what the process reports about its configuration: version, last reload error
 
     def routes(self, prefix: str) -> list[Route]:
         return [
@@ -30,6 +35,7 @@ class Health:
         redis_state = "off" if self.redis is None else await self._redis_state()
         ready = redis_state != "down"
         body = {"status": "ready" if ready else "unavailable", "routes": self.route_count, "redis": redis_state}
+        body |= self.status()
         return JSONResponse(body, status_code=200 if ready else 503)
 
     async def _redis_state(self) -> str:

@@ -254,7 +254,9 @@ async def test_health_and_ready(make_gateway: GatewayFactory) -> None:
         health = await client.get("/_gateway/health")
         ready = await client.get("/_gateway/ready")
     assert (health.status_code, health.json()) == (200, {"status": "ok"})
-    assert (ready.status_code, ready.json()) == (200, {"status": "ready", "routes": 6, "redis": "off"})
+    assert (ready.status_code, ready.json()["status"], ready.json()["routes"]) == (200, "ready", 6)
+    assert (ready.json()["redis"], ready.json()["last_reload_error"]) == ("off", None)
+    assert len(ready.json()["config_version"]) == 12
 
 
 @pytest.mark.anyio
