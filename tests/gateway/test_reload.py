@@ -77,7 +77,12 @@ async def test_sighup_forces_a_reload(tmp_path: Path) -> None:
     app = gateway_for(path, ONE_ROUTE.format(a="http://a.internal", b="http://b.internal"))
     results: list[Mapping[str, Any]] = []
     reloaded = asyncio.Event()
-    app.reload_listeners.append(lambda result: (results.append(result), reloaded.set()))
+
+    def record(result: Mapping[str, Any]) -> None:
+        results.append(result)
+        reloaded.set()
+
+    app.reload_listeners.append(record)
     async with client_for(app):
         os.kill(os.getpid(), signal.SIGHUP)  # the file did not change: only the signal can cause a reload
         async with asyncio.timeout(5):
