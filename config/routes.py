@@ -95,6 +95,46 @@ class HeadersSpec(StrictModel):
     response: HeaderOps = HeaderOps()
 
 
+class EtagSpec(StrictModel):
+    """ETags and conditional requests for a route; unset values come from GATEWAY_ETAG__*."""
+
+    generate: bool | None = None  # an ETag for successful GET/HEAD answers that carry none
+    weak: bool | None = None
+    max_body_bytes: int | None = Field(default=None, gt=0)  # larger bodies stream through without one
+    preconditions: Literal["auto", "gateway", "upstream"] | None = None  # who evaluates If-Match on writes
+
+
+class CacheSpec(StrictModel):
+    """RFC 9111 shared caching for a route (seconds throughout)."""
+
+    ttl: float = Field(default=0, ge=0)  # for answers cacheable by status that state no lifetime
+    force: bool = False  # `ttl` overrides whatever the upstream says (never no-store/private)
+    stale_while_revalidate: float = Field(default=0, ge=0)
+    stale_if_error: float = Field(default=0, ge=0)
+    keep: float = Field(default=0, ge=0)  # keep stale entries with validators this long, for 304 revalidation
+    vary: tuple[str, ...] = ()  # request headers that always separate entries, beside the upstream's Vary
+    flags_in_key: bool = True  # the route's resolved flag variants separate entries too
+    query: Literal["sorted", "as-is", "drop"] = "sorted"
+    ignore_params: tuple[str, ...] = ()  # query parameters left out of the key (tracking ids)
+    max_object_bytes: int = Field(default=1 << 20, gt=0)
+    honour_client_no_cache: bool = False  # by default clients cannot force a trip to the origin
+    cache_set_cookie: bool = False
+    tags_header: str | None = "Surrogate-Key"  # purge tags listed by the upstream
+
+    @field_validator("vary")
+    @classmethod
+    def _vary_names(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        for name in names:
+            _check_field_name(name)
+        return names
+
+    @model_validator(mode="after")
+    def _force_needs_ttl(self) -> "CacheSpec":
+        if self.force and not self.ttl:
+            raise ValueError("force: true needs a ttl above 0")
+        return self
+
+
 CALL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_-]*$")
 # Fan-out call templates: {param} (path), {query.name} (client query), {call.field.sub} (an earlier answer).
 TEMPLATE_REF = re.compile(r"{([a-zA-Z_][a-zA-Z0-9_-]*)((?:\.[a-zA-Z0-9_-]+)*)}")
@@ -109,6 +149,7 @@ class CallSpec(StrictModel):
     timeout: Seconds | None = None  # this call alone; the route's deadline bounds them all
     required: bool = True  # a failed required call fails the whole answer (502/504)
     forward_headers: tuple[str, ...] = ()  # client headers to pass on, beyond trace context, request id, flags
+    cache: CacheSpec | None = None  # a cacheable branch is served from cache like a proxy route
 
     @field_validator("path")
     @classmethod
@@ -165,6 +206,8 @@ class RouteSpec(StrictModel):
     rewrite: str | None = None
     headers: HeadersSpec = HeadersSpec()
     fanout: FanoutSpec | None = None
+    etag: EtagSpec | bool | None = None  # None: the settings' default; false: off; true or a mapping: on
+    cache: CacheSpec | None = None
     flags: tuple[str, ...] = ()  # resolved per request and forwarded upstream; `when:` flags count too
     when: tuple[WhenSpec, ...] = ()  # the first match wins; none matching: `upstream`
 

@@ -43,6 +43,30 @@ class OtelSettings(BaseModel):
     sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)  # of new traces; a parent's decision is kept
 
 
+class EtagSettings(BaseModel):
+    """Conditional requests for routes that do not say otherwise (their `etag:` overrides each value)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = False  # opt-in: hashing bodies costs CPU; fan-out routes have it on regardless
+    generate: bool = True
+    weak: bool = False
+    max_body_bytes: int = Field(default=1 << 20, gt=0)
+    preconditions: Literal["auto", "gateway", "upstream"] = "auto"
+
+
+class CacheSettings(BaseModel):
+    """Where cached answers live: memory only, or Redis (GATEWAY_REDIS_URL) behind a small memory tier."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    memory_bytes: int = Field(default=64 << 20, gt=0)  # the in-memory store, when there is no Redis
+    l1_bytes: int = Field(default=16 << 20, ge=0)  # hot entries in front of Redis; 0: every hit asks Redis
+    l1_ttl: float = Field(default=1.0, gt=0)  # how long replicas may disagree after a change
+    redis_prefix: str = "cache:"
+    redis_timeout: float = Field(default=0.25, gt=0)  # slower than this, Redis is stepped around
+
+
 class FlagSettings(BaseModel):
     """Where the evaluation context comes from, where the decision goes, and where live definitions live."""
 
@@ -83,6 +107,8 @@ class Settings(BaseSettings):
     access_log: Literal["json", "text", "off"] = "json"  # one line per request on stdout
     request_id_header: str = "X-Request-ID"
     flags: FlagSettings = FlagSettings()
+    etag: EtagSettings = EtagSettings()
+    cache: CacheSettings = CacheSettings()
     otel: OtelSettings = OtelSettings()
     forwarded_allow_ips: str = "127.0.0.1"  # peers whose X-Forwarded-* uvicorn trusts for the client address
 

@@ -24,6 +24,14 @@ logger = logging.getLogger("gateway.admin")
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
+class PurgeFailed(Exception):
+    """A purge that did not happen, with the status that says why."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.detail = status, detail
+
+
 class Admin:
     def __init__(
         self,
@@ -114,7 +122,10 @@ class Admin:
             return problem_response(400, "The body must be a JSON object.")
         if not isinstance(body, dict):
             return problem_response(400, "The body must be a JSON object.")
-        return JSONResponse(dict(await self._purge(body)))
+        try:
+            return JSONResponse(dict(await self._purge(body)))
+        except PurgeFailed as exc:
+            return problem_response(exc.status, exc.detail)
 
 
 def _jsonable(value: object) -> object:

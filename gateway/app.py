@@ -25,21 +25,24 @@ import redis.asyncio
 from opentelemetry.sdk.trace import TracerProvider
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, Route
 
 from config.errors import ConfigError, ConfigIssue
 from config.loader import load_route_file
 from config.routes import RouteFile, UpstreamSpec
 from config.settings import Settings, load_settings
 from flags.resolver import Resolver
-from gateway.admin import Admin
+from gateway.admin import Admin, PurgeFailed
+from gateway.caching import build_store
+from gateway.chains import RouteDependencies
 from gateway.flagwiring import build_flags, flag_span_event
 from gateway.health import Health
 from gateway.logs import ACCESS_LOGGER
-from gateway.routing import PathGuard, RouteDependencies, build_routes, method_not_allowed, not_found
+from gateway.routing import PathGuard, build_routes, method_not_allowed, not_found
 from gateway.telemetry import TracedTransport, build_tracer_provider, server_span_attributes
 from gateway.upstreams import AiohttpTransport, HttpxTransport, Timeouts, Transport, Upstream
 from middleware.access_log import AccessLogMiddleware
+from middleware.cache import CacheMiddleware, StoreUnavailable
 from middleware.request_id import RequestIdMiddleware
 from middleware.tracing import tracing_middleware
 from middleware.types import ASGIApp, Receive, Scope, Send
@@ -57,13 +60,17 @@ class Generation:
     version: str
     upstreams: dict[str, Upstream]
     app: ASGIApp
+    caches: list[CacheMiddleware]
     in_flight: int = 0
     retired: list[Transport] = field(default_factory=list)  # pools only this generation used, closed after it
+    done: bool = False  # replaced: once its last request ends, its caches and retired pools close
 
     async def close_retired(self) -> None:
         retired, self.retired = self.retired, []
         for transport in retired:
             await transport.aclose()
+        for cache in self.caches:
+            await cache.aclose()
 
 
 class Gateway:
@@ -93,6 +100,7 @@ class Gateway:
         if self.tracer_provider is not None:
             self.flags.resolver.add_hook(flag_span_event)
         self.fanout_limit = asyncio.Semaphore(settings.fanout_max_in_flight)
+        self.store = build_store(settings)
         self.last_reload_error: str | None = None
         self._reloading = asyncio.Lock()
         self._loaded_identity = _file_identity(settings.routes_file)  # what the watcher compares against
@@ -117,7 +125,7 @@ class Gateway:
             await generation.app(scope, receive, send)
         finally:
             generation.in_flight -= 1
-            if generation.retired and not generation.in_flight and generation is not self.generation:
+            if generation.done and not generation.in_flight:
                 await generation.close_retired()
 
     @asynccontextmanager
@@ -127,6 +135,7 @@ class Gateway:
             for upstream in self.generation.upstreams.values():
                 await upstream.transport.start()
             stack.push_async_callback(self._close_upstreams)
+            stack.push_async_callback(self.store.aclose)
             if self.redis is not None:
                 stack.push_async_callback(self.redis.aclose)
             if self._owned_provider is not None:
@@ -155,6 +164,8 @@ class Gateway:
                     tasks.start_soon(self._watch_routes, sighup)
 
     async def _close_upstreams(self) -> None:
+        for cache in self.generation.caches:
+            await cache.aclose()  # background refreshes may still use the pools
         for upstream in self.generation.upstreams.values():
             await upstream.transport.aclose()
 
@@ -195,6 +206,7 @@ class Gateway:
             self.last_reload_error = None
             kept = {id(upstream) for upstream in upstreams.values()}
             old.retired = [upstream.transport for upstream in old.upstreams.values() if id(upstream) not in kept]
+            old.done = True
             if not old.in_flight:
                 await old.close_retired()
             logger.info("route file reloaded: version %s -> %s", old.version, self.generation.version)
@@ -222,17 +234,21 @@ class Gateway:
 
     def _generation(self, routes: RouteFile, upstreams: dict[str, Upstream]) -> Generation:
         version = hashlib.sha256(routes.model_dump_json().encode()).hexdigest()[:12]
-        return Generation(routes, version, upstreams, self._compile(routes, upstreams))
-
-    def _compile(self, routes: RouteFile, upstreams: Mapping[str, Upstream]) -> Starlette:
         settings = self.settings
         deps = RouteDependencies(
             upstreams=upstreams,
             resolver=self.resolver,
+            store=self.store,
             flag_settings=settings.flags,
+            etag_settings=settings.etag,
             max_body_bytes=settings.max_body_bytes,
             fanout_limit=self.fanout_limit,
         )
+        proxied, caches = build_routes(routes, deps)
+        return Generation(routes, version, upstreams, self._compile(routes, proxied), caches)
+
+    def _compile(self, routes: RouteFile, proxied: list[Route]) -> Starlette:
+        settings = self.settings
         health = Health(self.redis, route_count=len(routes.routes), status=self.config_status)
         own: list[BaseRoute] = [*health.routes(settings.admin_prefix)]
         if settings.admin_token is not None:
@@ -241,14 +257,30 @@ class Gateway:
                 resolver=self.resolver,
                 describe_routes=self.describe_routes,
                 reload=self.reload,
+                purge=self.purge,
             )
             own += admin.routes(settings.admin_prefix)
         app = Starlette(
-            routes=[*own, *build_routes(routes, deps)],
+            routes=[*own, *proxied],
             exception_handlers={404: not_found, 405: method_not_allowed},
         )
         app.router.redirect_slashes = False  # a proxy forwards /a/ and /a as asked; it does not redirect
         return app
+
+    async def purge(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """Purge by `url` (absolute), `prefix` (of the raw path) or `tag`; a cache that cannot be reached
+        is an error, since the caller must know the purge did not happen."""
+        try:
+            if isinstance(request.get("tag"), str):
+                return {"purged": await self.store.purge_tag(request["tag"])}
+            if isinstance(request.get("prefix"), str) and request["prefix"].startswith("/"):
+                return {"purged": await self.store.purge_prefix(request["prefix"])}
+            if isinstance(request.get("url"), str) and urlsplit(request["url"]).scheme in ("http", "https"):
+                # each route keys its URLs by its own query rules; only the route owning the path has entries
+                return {"purged": sum([await cache.purge_url(request["url"]) for cache in self.generation.caches])}
+        except StoreUnavailable as exc:
+            raise PurgeFailed(503, f"The cache store cannot be reached: {exc}") from exc
+        raise PurgeFailed(400, "Give one of: url (absolute http(s) URL), prefix (a path starting with /), tag.")
 
     def config_status(self) -> dict[str, Any]:
         return {"config_version": self.generation.version, "last_reload_error": self.last_reload_error}

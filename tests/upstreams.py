@@ -143,3 +143,54 @@ async def _wait_unless_abandoned(seconds: float, receive: Receive) -> bool:
     for task in pending:
         task.cancel()
     return work in done
+
+
+class Origin:
+    """A small origin that counts what reaches it: items with versions, its own ETags or none, Vary, tags.
+
+    GET /items/ID             {"id", "version", "lang"}; Cache-Control from ?cc= (default max-age=60)
+    PUT|POST|DELETE /items/ID bumps the item's version
+    GET /own-etag/ID          carries ETag "vN" and answers If-None-Match itself with 304
+    GET /stream               two server-sent events; the second only once `release` is set
+    """
+
+    def __init__(self) -> None:
+        self.versions: dict[str, int] = {}
+        self.hits: dict[str, int] = {}
+        self.writes = 0
+        self.release = asyncio.Event()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method, path = scope["method"], scope["path"]
+        self.hits[f"{method} {path}"] = self.hits.get(f"{method} {path}", 0) + 1
+        headers = {name.decode(): value.decode() for name, value in scope["headers"]}
+        kind, _, item = path.strip("/").partition("/")
+        if kind == "stream":
+            await self._stream(send)
+            return
+        if method in ("PUT", "POST", "DELETE"):
+            while (await receive()).get("more_body"):
+                pass
+            self.writes += 1
+            self.versions[item] = self.versions.get(item, 1) + 1
+        version = self.versions.setdefault(item, 1)
+        query = dict(pair.split("=", 1) for pair in scope["query_string"].decode().split("&") if "=" in pair)
+        extra: list[tuple[bytes, bytes]] = [(b"cache-control", query.get("cc", "max-age=60").encode())]
+        extra += [(b"vary", b"Accept-Language"), (b"surrogate-key", f"item-{item} items".encode())]
+        if kind == "own-etag":
+            etag = f'"v{version}"'
+            extra.append((b"etag", etag.encode()))
+            if headers.get("if-none-match") == etag:
+                await send({"type": "http.response.start", "status": 304, "headers": extra})
+                await send({"type": "http.response.body", "body": b""})
+                return
+        body = json.dumps({"id": item, "version": version, "lang": headers.get("accept-language")}).encode()
+        start = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
+        await send({"type": "http.response.start", "status": 200, "headers": start})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _stream(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+        await send({"type": "http.response.body", "body": b"data: one\n\n", "more_body": True})
+        await self.release.wait()
+        await send({"type": "http.response.body", "body": b"data: two\n\n"})

@@ -1,0 +1,135 @@
+"""A route spec becomes its chain once, at start-up: only what its config asks for, in DESIGN.md's order.
+
+    flags -> conditional (ETag, 304, 412) -> cache -> proxy | fan-out
+
+Conditional handling sits outside the cache, so a fresh entry answers If-None-Match without its body
+being read again or the upstream being asked.
+"""
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from config.routes import PARAM, CacheSpec, EtagSpec, FanoutSpec, RouteSpec
+from config.settings import EtagSettings, FlagSettings
+from flags.resolver import Resolver
+from gateway.caching import KeyExtras, cache_options, key_extras
+from gateway.fanout import FanoutCall, FanoutHandler
+from gateway.flagwiring import route_flags
+from gateway.headers import HeaderRules
+from gateway.proxy import PathRewrite, ProxyHandler
+from gateway.upstreams import Upstream
+from middleware.cache import CacheMiddleware, CacheStore
+from middleware.conditional import ConditionalMiddleware
+from middleware.flags import FlagsMiddleware
+from middleware.types import ASGIApp
+
+
+@dataclass(frozen=True, slots=True)
+class RouteDependencies:
+    """What every route may draw on, built once per app (and again on reload)."""
+
+    upstreams: Mapping[str, Upstream]
+    resolver: Resolver
+    store: CacheStore
+    flag_settings: FlagSettings
+    etag_settings: EtagSettings
+    max_body_bytes: int
+    fanout_limit: asyncio.Semaphore
+
+
+@dataclass(frozen=True, slots=True)
+class Chain:
+    app: ASGIApp
+    caches: list[CacheMiddleware]  # closed with the routes that hold them
+
+
+def build_chain(spec: RouteSpec, deps: RouteDependencies) -> Chain:
+    caches: list[CacheMiddleware] = []
+    app: ASGIApp = fanout_handler(spec.fanout, deps, caches) if spec.fanout is not None else proxy_handler(spec, deps)
+    if spec.cache is not None:
+        app = cached(app, spec.cache, deps.store, caches, key_extras(spec.cache, spec.flag_keys))
+    etag = etag_options(spec, deps.etag_settings)
+    if etag is not None:
+        app = ConditionalMiddleware(app, **etag)
+    if spec.flag_keys:
+        flags = deps.flag_settings
+        app = FlagsMiddleware(
+            app,
+            resolver=deps.resolver,
+            flags=route_flags(spec, deps.resolver),
+            user_header=flags.user_header,
+            org_header=flags.org_header,
+            forward_header=flags.forward_header,
+        )
+    return Chain(app, caches)
+
+
+def cached(
+    app: ASGIApp, spec: CacheSpec, store: CacheStore, caches: list[CacheMiddleware], extras: KeyExtras | None = None
+) -> CacheMiddleware:
+    cache = CacheMiddleware(app, store=store, options=cache_options(spec), key_extras=extras)
+    caches.append(cache)
+    return cache
+
+
+def etag_options(spec: RouteSpec, defaults: EtagSettings) -> dict[str, Any] | None:
+    """The route's `etag:` over the settings' defaults; None when the route has no conditional layer.
+
+    Fan-out answers are the gateway's own, so they get ETags unless the route says `etag: false`.
+    """
+    if spec.etag is False or (spec.etag is None and not defaults.enabled and spec.fanout is None):
+        return None
+    options: dict[str, Any] = {
+        "generate_etag": defaults.generate,
+        "weak": defaults.weak,
+        "max_body_bytes": defaults.max_body_bytes,
+        "preconditions": defaults.preconditions,
+    }
+    if isinstance(spec.etag, EtagSpec):
+        given: dict[str, Any] = {"generate_etag": spec.etag.generate, "weak": spec.etag.weak}
+        given |= {"max_body_bytes": spec.etag.max_body_bytes, "preconditions": spec.etag.preconditions}
+        options |= {key: value for key, value in given.items() if value is not None}
+    return options
+
+
+def proxy_handler(spec: RouteSpec, deps: RouteDependencies) -> ProxyHandler:
+    assert spec.upstream is not None  # guaranteed by config.routes.cross_reference_issues
+    catch_all = frozenset(m.group(1) for m in PARAM.finditer(spec.path) if m.group(2) == "path")
+    request, response = spec.headers.request, spec.headers.response
+    return ProxyHandler(
+        deps.upstreams[spec.upstream],
+        rewrite=PathRewrite(spec.rewrite, catch_all) if spec.rewrite is not None else None,
+        request_rules=HeaderRules.build(request.remove, request.set, request.add),
+        response_rules=HeaderRules.build(response.remove, response.set, response.add),
+        max_body_bytes=deps.max_body_bytes,
+        steering=[(rule.flag, rule.equals, deps.upstreams[rule.upstream]) for rule in spec.when],
+    )
+
+
+def fanout_handler(spec: FanoutSpec, deps: RouteDependencies, caches: list[CacheMiddleware]) -> FanoutHandler:
+    calls: list[FanoutCall] = []
+    for name, call in spec.calls.items():
+        app: ASGIApp = ProxyHandler(deps.upstreams[call.upstream])
+        if call.cache is not None:
+            app = cached(app, call.cache, deps.store, caches)
+        calls.append(
+            FanoutCall(
+                name,
+                app,
+                call.path,
+                method=call.method,
+                required=call.required,
+                timeout=call.timeout,
+                forward=frozenset(header.lower().encode("latin-1") for header in call.forward_headers),
+                after=tuple(sorted({ref for ref, fields in call.references() if ref in spec.calls and fields})),
+            )
+        )
+    return FanoutHandler(
+        calls,
+        max_concurrency=spec.max_concurrency,
+        deadline=spec.deadline,
+        merge=spec.merge,
+        shared_limit=deps.fanout_limit,
+    )
