@@ -1,10 +1,12 @@
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 import threading
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from uuid import uuid4
 
 import pytest
@@ -48,17 +50,25 @@ def redis_url() -> Iterator[str]:
             "redis-server; macOS: brew install redis) or point GATEWAY_TEST_REDIS_URL at a server.",
             returncode=2,
         )
-    with tempfile.TemporaryDirectory() as workdir:
-        proc, url = start_redis_server(workdir)
-        try:
-            yield url
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
+    with tempfile.TemporaryDirectory() as workdir, redis_server(workdir) as (_, url):
+        yield url
 
 
-def start_redis_server(workdir: str) -> tuple[subprocess.Popen[str], str]:
-    """A throwaway redis-server on a free loopback port; returns once it says it is ready."""
+@contextmanager
+def redis_server(workdir: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """A throwaway redis-server on a free loopback port, ready when entered; tests may stop or kill it."""
+    proc, url = _start_redis_server(workdir)
+    try:
+        yield proc, url
+    finally:
+        proc.send_signal(signal.SIGCONT)  # in case a test paused it
+        proc.kill()
+        proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()  # its log reader has reached end of file
+
+
+def _start_redis_server(workdir: str) -> tuple[subprocess.Popen[str], str]:
     port = _free_port()
     proc = subprocess.Popen(
         ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"],

@@ -23,7 +23,7 @@ from middleware.cache import (
 )
 from middleware.cache.keys import UrlKey, url_key_for
 from tests.cache.conftest import Clock, Upstream, client_for
-from tests.conftest import start_redis_server
+from tests.conftest import redis_server
 
 pytestmark = pytest.mark.anyio
 
@@ -133,17 +133,12 @@ async def test_wait_filled_sees_the_record_land(
 @pytest.fixture
 async def own_redis(tmp_path: Path) -> AsyncIterator[tuple[redis.asyncio.Redis, subprocess.Popen[str]]]:
     """A private redis-server: its command statistics are this test's alone, and it may be killed."""
-    proc, url = start_redis_server(str(tmp_path))
-    client = redis.asyncio.Redis.from_url(url)
-    try:
-        yield client, proc
-    finally:
-        proc.send_signal(signal.SIGCONT)
-        proc.terminate()
-        proc.wait(timeout=10)
-        if proc.stdout is not None:
-            proc.stdout.close()  # waits for the fixture's log reader, which has reached end of file
-        await client.aclose()
+    with redis_server(str(tmp_path)) as (proc, url):
+        client = redis.asyncio.Redis.from_url(url)
+        try:
+            yield client, proc
+        finally:
+            await client.aclose()
 
 
 @pytest.mark.integration

@@ -17,7 +17,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from flags import Definition, EvaluationContext, FlagDefinition, Reason, Registry, Resolution, Resolver
 from flags.sources import FileSource, RedisSource
-from tests.conftest import start_redis_server
+from tests.conftest import redis_server
 
 pytestmark = pytest.mark.anyio
 
@@ -185,32 +185,28 @@ async def test_a_bad_definition_in_redis_keeps_the_last_good_ones(
 
 @pytest.mark.integration
 async def test_redis_down_keeps_the_last_good_definitions(tmp_path: Path) -> None:
-    server, url = start_redis_server(str(tmp_path))
-    client = redis.asyncio.Redis.from_url(url, retry=Retry(NoBackoff(), 0))
-    source = RedisSource(client, prefix="flags:", retry_interval=0.05)
-    resolver = Resolver(sources=[source])
-    try:
-        async with running(source):
-            updated, listener = signal(resolves_to(resolver, "limit", 7))
-            resolver.subscribe(listener)
-            await source.put(limit(7))
-            with anyio.fail_after(5):
-                await updated.wait()
-            down, listener = signal(lambda: source.error is not None)
-            source.subscribe(listener)
-            server.kill()
-            with anyio.fail_after(5):
-                await down.wait()
-            assert isinstance(source.error, RedisConnectionError)
-            assert resolver.evaluate("limit", EvaluationContext()) == Resolution(7, Reason.STATIC, "7")
-            assert await source.load() is False
-            assert source.definitions == {"limit": limit(7)}
-    finally:
-        server.kill()
-        server.wait()
-        if server.stdout is not None:
-            server.stdout.close()  # its log reader has reached end of file
-        await client.aclose()
+    with redis_server(str(tmp_path)) as (server, url):
+        client = redis.asyncio.Redis.from_url(url, retry=Retry(NoBackoff(), 0))
+        source = RedisSource(client, prefix="flags:", retry_interval=0.05)
+        resolver = Resolver(sources=[source])
+        try:
+            async with running(source):
+                updated, listener = signal(resolves_to(resolver, "limit", 7))
+                resolver.subscribe(listener)
+                await source.put(limit(7))
+                with anyio.fail_after(5):
+                    await updated.wait()
+                down, listener = signal(lambda: source.error is not None)
+                source.subscribe(listener)
+                server.kill()
+                with anyio.fail_after(5):
+                    await down.wait()
+                assert isinstance(source.error, RedisConnectionError)
+                assert resolver.evaluate("limit", EvaluationContext()) == Resolution(7, Reason.STATIC, "7")
+                assert await source.load() is False
+                assert source.definitions == {"limit": limit(7)}
+        finally:
+            await client.aclose()
 
 
 @pytest.mark.integration
