@@ -35,5 +35,21 @@ unit: $(VENV)/.installed-test
 
 test: lint typecheck unit
 
+# `make bench` (about 10 minutes) or `make bench-quick` (about 2); `make bench ARGS="--rounds 5"` passes options to
+# bench/run.py. nginx and wrk come from Debian's packages when missing; results land in bench/results/ and BENCHMARKS.md.
+$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	touch $@ $(VENV)/.installed-run
+
+bench: $(VENV)/.installed-bench
+	@PATH="$$PATH:/usr/sbin" command -v nginx >/dev/null && command -v wrk >/dev/null || { \
+		sudo=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		$$sudo apt-get install -y --no-install-recommends nginx-light wrk \
+		|| { $$sudo apt-get update && $$sudo apt-get install -y --no-install-recommends nginx-light wrk; }; }
+	PATH="$$PATH:/usr/sbin" $(BIN)/python bench/run.py $(ARGS)
+
+bench-quick: ARGS += --quick
+bench-quick: bench
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .coverage

@@ -1,0 +1,263 @@
+"""Processes, load and measurements for bench/run.py: nothing here knows what is being compared.
+
+Every process is started in a session of its own, pinned with taskset, and stopped by its process group id.
+wrk runs for a bounded time; while it runs, the system under test's RSS is sampled from /proc.
+"""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+STOP_GRACE_SECONDS = 5.0
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Processes:
+    """The processes of one run, stopped in reverse order of start (also on errors and Ctrl-C)."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self._started: list[subprocess.Popen[bytes]] = []
+
+    def start(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        cpu: int,
+        cwd: Path,
+        env: Mapping[str, str],
+        discard_stdout: bool = False,
+    ) -> int:
+        """Start `argv` on `cpu` with exactly `env`; stderr (and stdout unless discarded) go to the log dir."""
+        log_name = re.sub(r"[^\w.-]+", "-", name).strip("-") + ".log"
+        with (self.log_dir / log_name).open("wb") as log:
+            process = subprocess.Popen(
+                ["taskset", "-c", str(cpu), *argv],
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL if discard_stdout else log,
+                stderr=log,
+                env=dict(env),
+                start_new_session=True,  # its own process group: stopping it reaches the workers it forks
+            )
+        self._started.append(process)
+        return process.pid
+
+    def stop_all(self) -> None:
+        for process in reversed(self._started):
+            _stop_group(process)
+        self._started.clear()
+
+    def alive(self, pid: int) -> bool:
+        return any(process.pid == pid and process.poll() is None for process in self._started)
+
+
+def _stop_group(process: subprocess.Popen[bytes]) -> None:
+    for sig, grace in ((signal.SIGTERM, STOP_GRACE_SECONDS), (signal.SIGKILL, STOP_GRACE_SECONDS)):
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            continue
+        # The leader is gone; workers of its group may still be exiting.
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        return
+
+
+@contextmanager
+def processes(log_dir: Path) -> Iterator[Processes]:
+    """Processes that are stopped when the block ends, however it ends (SIGTERM included)."""
+    group = Processes(log_dir)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield group
+    finally:
+        group.stop_all()
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def wait_ready(url: str, *, alive: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Poll `url` until it answers 200; fail early when the process serving it has died."""
+    deadline = time.monotonic() + timeout
+    last_error = ""
+    while time.monotonic() < deadline:
+        if not alive():
+            raise RuntimeError(f"the server for {url} exited during start-up")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+                last_error = f"status {response.status}"
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+            last_error = str(exc)
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} not ready after {timeout:.0f}s: {last_error}")
+
+
+# memory ----------------------------------------------------------------------------------------------------
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (granian serves from worker processes it forks)."""
+    tree = [pid]
+    for member in tree:
+        for task in Path(f"/proc/{member}/task").glob("*"):
+            try:
+                tree.extend(int(child) for child in (task / "children").read_text().split())
+            except OSError:
+                continue
+    return tree
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """User + system CPU time the processes have used so far (all their threads)."""
+    ticks = 0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()  # the command name may hold spaces; fields after it do not
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15 of proc(5)
+    return ticks / _CLOCK_TICKS
+
+
+def rss_bytes(pids: Sequence[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
+        if match:
+            total += int(match.group(1)) * 1024
+    return total
+
+
+# load ------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    requests_per_second: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    non_2xx_3xx: int
+    socket_errors: dict[str, int]
+    peak_rss_bytes: int
+    cpu_seconds: float  # used by the system under test during the run
+
+    @property
+    def cpu_us_per_request(self) -> float:
+        """The figure neighbours on a shared machine disturb least: they take CPU time, not cost per request."""
+        return 1e6 * self.cpu_seconds / self.requests if self.requests else 0.0
+
+    @property
+    def errors(self) -> int:
+        return self.non_2xx_3xx + sum(self.socket_errors.values())
+
+
+_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+def run_wrk(
+    url: str,
+    *,
+    connections: int,
+    seconds: int,
+    headers: Sequence[tuple[str, str]],
+    cpu: int,
+    sample_pid: int | None = None,
+) -> Load:
+    """One wrk run of `seconds`, bounded even if wrk hangs; the RSS of `sample_pid`'s tree is sampled meanwhile
+    and its CPU time measured."""
+    argv = ["taskset", "-c", str(cpu), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    for name, value in headers:
+        argv += ["-H", f"{name}: {value}"]
+    argv.append(url)
+    peak = 0
+    cpu_before = cpu_seconds(process_tree(sample_pid)) if sample_pid is not None else 0.0
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True) as wrk:
+        deadline = time.monotonic() + seconds + 15
+        try:
+            while wrk.poll() is None:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"wrk on {url} did not stop by itself")
+                if sample_pid is not None:
+                    peak = max(peak, rss_bytes(process_tree(sample_pid)))
+                time.sleep(0.25)
+        finally:
+            if wrk.poll() is None:
+                os.killpg(wrk.pid, signal.SIGKILL)
+        assert wrk.stdout is not None
+        output = wrk.stdout.read().decode()
+    cpu_used = cpu_seconds(process_tree(sample_pid)) - cpu_before if sample_pid is not None else 0.0
+    if wrk.returncode != 0:
+        raise RuntimeError(f"wrk failed on {url}:\n{output}")
+    return parse_wrk(output, peak, cpu_used)
+
+
+def parse_wrk(output: str, peak_rss_bytes: int = 0, used_cpu_seconds: float = 0.0) -> Load:
+    def latency(percentile: str) -> float:
+        match = re.search(rf"^\s*{percentile}%\s+([\d.]+)(us|ms|s|m)\s*$", output, re.MULTILINE)
+        if match is None:
+            raise ValueError(f"no {percentile}% latency in wrk's output:\n{output}")
+        return float(match.group(1)) * _UNITS_MS[match.group(2)]
+
+    rate = re.search(r"^Requests/sec:\s+([\d.]+)", output, re.MULTILINE)
+    total = re.search(r"^\s*(\d+) requests in", output, re.MULTILINE)
+    if rate is None or total is None:
+        raise ValueError(f"no request rate in wrk's output:\n{output}")
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    sockets = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    socket_errors = dict.fromkeys(("connect", "read", "write", "timeout"), 0)
+    if sockets:
+        socket_errors = dict(zip(socket_errors, (int(value) for value in sockets.groups()), strict=True))
+    return Load(
+        requests_per_second=float(rate.group(1)),
+        p50_ms=latency("50"),
+        p99_ms=latency("99"),
+        requests=int(total.group(1)),
+        non_2xx_3xx=int(non_2xx.group(1)) if non_2xx else 0,
+        socket_errors=socket_errors,
+        peak_rss_bytes=peak_rss_bytes,
+        cpu_seconds=used_cpu_seconds,
+    )
+
+
+# upstream connections --------------------------------------------------------------------------------------
+
+
+def nginx_accepts(status_url: str) -> int:
+    """Connections nginx has accepted so far (stub_status); this query's own connection is one of them."""
+    with urllib.request.urlopen(status_url, timeout=5) as response:
+        text = response.read().decode()
+    match = re.search(r"server accepts handled requests\s+(\d+)", text)
+    if match is None:
+        raise ValueError(f"unexpected stub_status answer: {text!r}")
+    return int(match.group(1))

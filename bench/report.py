@@ -1,0 +1,176 @@
+"""BENCHMARKS.md from a run's results.json: `python bench/report.py [bench/results/latest.json]` redraws it."""
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+METHOD = """\
+- **Pinning.** The system under test runs on CPU 0 (`taskset -c 0`), wrk (one thread) and the nginx origin on
+  CPU 1; one worker process everywhere. The runner itself stays on CPU 1.
+- **The gateway** is `gateway run --server <server>` with its defaults (JSON access log on, tracing off: the
+  runner passes no `GATEWAY_*` or `OTEL_*` variable but the route file) and the route file the run writes to
+  `bench/results/<run>/routes.yaml`; its access log goes to /dev/null. `[access log off]` is the same with
+  `GATEWAY_ACCESS_LOG=off`.
+- **References.** `lean` is `bench/lean_proxy.py`: plain ASGI on aiohttp's client, one pooled session, bodies
+  read whole, nothing else. `asgiproxy` is `bench/asgiproxy_app.py` (asgiproxy 0.2.0 with its concurrency limit
+  and pool raised to the gateway's 256). `nginx` is `proxy_pass` through a keep-alive upstream pool
+  (`bench/nginx/proxy.conf`). `pure-asgi` (`bench/pure_asgi.py`) answers from memory; `redis-starlette`
+  (`bench/redis_app.py`) does one redis.asyncio GET per request. The Python references run under the same
+  server with the flags the gateway gives it (uvicorn: uvloop, httptools, no access log, no Server or Date
+  header; granian: its defaults, one worker). Before measuring, the runner checks that every contender answers
+  each path with the origin's bytes.
+- **Origin.** nginx (`bench/nginx/origin.conf`) serving 1 KB and 64 KB JSON files with ETag and Last-Modified,
+  keep-alive without a request limit, so a client pool that reconnects shows in nginx's accept counter.
+- **Rounds.** Each round measures every contender of every path once, in an order that rotates between rounds,
+  each run after a warm-up run. Figures are medians over rounds; *spread* is (max - min) / median of the rounds'
+  rates. Ratios are taken within a round (contender / reference, under the same server where the reference
+  runs under both), then the median over rounds: absolute numbers move by ~20% between runs on a shared
+  machine, ratios much less.
+- **Columns.** req/s, p50 and p99 from `wrk --latency`. *CPU us/req* is the user + system CPU time of the
+  contender's processes during the run divided by the requests served: 1,000,000 / it is the rate the contender
+  would reach alone on the core, and other work on the machine lowers req/s but hardly moves this. Errors are
+  non-2xx/3xx answers plus socket errors (connect, read, write, timeout) summed over rounds. RSS is the peak of
+  the contender's whole process tree (granian's supervisor and worker together), sampled from /proc every
+  0.25 s. *opened* is the median number of connections the origin accepted during a measured run: a keep-alive
+  pool opens ~0. *vs X* is `req/s ratio · p99 ratio` to reference X: above 1.0 is faster for the rate, below
+  1.0 is better for p99."""
+
+ADDING = """\
+A path is one `Scenario` entry in `bench/run.py`'s `SCENARIOS`: a name, a title, the URL, the gateway route it
+needs (a route-file mapping; the upstream `origin` is the nginx origin), the request headers, the reference
+families it is compared to (`lean`, `asgiproxy`, `nginx`, `pure-asgi`, `redis-starlette`), the connection
+counts, and the gateway's settings variants to run it under (a name in `GATEWAY_VARIANTS`: environment
+variables, such as tracing settings). A goal to check is one `Target` entry in `TARGETS`. Micro-benchmarks are
+any `bench/micro_*.py`: the runner runs each pinned to CPU 0 (with `BENCH_QUICK=1` under `--quick`) and copies
+what it prints below."""
+
+
+def render_markdown(result: dict[str, Any]) -> str:
+    meta = result["meta"]
+    out = [
+        "# Benchmarks",
+        "",
+        f"Written by `{meta['command']}` ({meta['minutes']} min, started {meta['started']}); the command rewrites "
+        "this file, and the raw figures of every round are in `bench/results/<run>/results.json`.",
+        f"{meta['settings']['rounds']} round(s) of {meta['settings']['seconds']:g} s per contender and path, "
+        f"after {meta['settings']['warmup']:g} s of warm-up.",
+        "",
+        "## Machine",
+        "",
+        "| CPU | cores | kernel | Python | load average (start / end) | commit |",
+        "|---|---:|---|---|---|---|",
+        f"| {meta['cpu']} | {meta['cores']} | {meta['kernel']} | {meta['python']} "
+        f"| {' '.join(meta['loadavg_start'])} / {' '.join(meta['loadavg_end'])} | {meta['commit']} |",
+        "",
+        ", ".join(f"{name} {version}" for name, version in meta["packages"].items())
+        + f", nginx {meta['nginx']}, {meta['wrk']}.",
+        "",
+    ]
+    out += [f"> {note}" for note in result["notes"]]
+    out += [
+        "## Targets of issue 8",
+        "",
+        "*by CPU* is the rate ratio implied by CPU time per request (reference's / gateway's): what the ratio would",
+        "be on an otherwise idle core, and the figure a busy neighbour disturbs least.",
+        "",
+        "| target | gateway | measured | by CPU | met |",
+        "|---|---|---:|---:|:---:|",
+    ]
+    for check in result["targets"]:
+        value = "n/a" if check["value"] is None else f"{check['value']:.2f}"
+        by_cpu = "" if check["by_cpu"] is None else f"{check['by_cpu']:.2f}"
+        met = {True: "yes", False: "**no**", None: "n/a"}[check["passed"]]
+        out.append(f"| {check['target']} | {check['gateway']} | {value} | {by_cpu} | {met} |")
+    out += ["", "## Results", ""]
+    for summary in result["summaries"]:
+        out += _summary_table(summary)
+    out += ["## uvicorn or granian", "", *_servers(result["summaries"]), ""]
+    out += ["## Micro-benchmarks", ""]
+    if not result["micro"]:
+        out += ["None found (`bench/micro_*.py`).", ""]
+    for micro in result["micro"]:
+        status = "" if micro["ok"] else " (failed)"
+        out += [f"### {micro['script']}{status}", "", "```text", micro["output"], "```", ""]
+    out += ["## How it is measured", "", METHOD, "", "## Adding a path", "", ADDING, ""]
+    return "\n".join(out)
+
+
+def _summary_table(summary: dict[str, Any]) -> list[str]:
+    compare = summary["compare"]
+    header = ["contender", "req/s", "spread", "p50 ms", "p99 ms", "CPU us/req", "errors", "RSS MB", "opened"]
+    header += [f"vs {family}" for family in compare]
+    lines = [
+        f"### {summary['title']}: `GET {summary['url']}`, {summary['connections']} connections",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|---|" + "---:|" * (len(header) - 1),
+    ]
+    for row in summary["rows"]:
+        opened = "-" if row["upstream_opened"] is None else f"{row['upstream_opened']:g}"
+        cells = [
+            f"**{row['contender']}**" if row["family"] == "gateway" else row["contender"],
+            f"{row['requests_per_second']:,.0f}",
+            f"{row['spread_pct']:.0f}%" if row["rounds"] > 1 else "-",
+            f"{row['p50_ms']:.2f}",
+            f"{row['p99_ms']:.2f}",
+            f"{row['cpu_us_per_request']:.0f}",
+            str(row["errors"]),
+            f"{row['peak_rss_mb']:.0f}",
+            opened,
+        ]
+        for family in compare:
+            ratio = row["ratios"][family]
+            if ratio["requests_per_second"] is None:
+                cells.append("")
+            else:
+                cells.append(f"{ratio['requests_per_second']:.2f}x · {ratio['p99_ms']:.2f}x")
+        lines.append("| " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def _servers(summaries: list[dict[str, Any]]) -> list[str]:
+    """The gateway under granian against itself under uvicorn, path by path, and what follows from it."""
+    lines = ["| path | connections | req/s granian / uvicorn | p99 granian / uvicorn |", "|---|---:|---:|---:|"]
+    rates, tails = [], []
+    for summary in summaries:
+        rows = {row["contender"]: row for row in summary["rows"]}
+        uvicorn, granian = rows.get("gateway/uvicorn"), rows.get("gateway/granian")
+        if uvicorn is None or granian is None:
+            continue
+        rate = granian["requests_per_second"] / uvicorn["requests_per_second"]
+        tail = granian["p99_ms"] / uvicorn["p99_ms"]
+        rates.append(rate)
+        tails.append(tail)
+        lines.append(f"| {summary['scenario']} | {summary['connections']} | {rate:.2f}x | {tail:.2f}x |")
+    if not rates:
+        return ["The gateway was not measured under both servers in this run."]
+    rate, tail = _geomean(rates), _geomean(tails)
+    if rate >= 1.0 and tail <= 1.0:
+        advice = "**granian** served more requests per second with a shorter tail: choose it (`--server granian`)."
+    elif rate <= 1.0 and tail >= 1.0:
+        advice = "**uvicorn** served more requests per second with a shorter tail: keep the default."
+    else:
+        advice = (
+            f"Mixed: granian's rate is {rate:.2f}x uvicorn's and its p99 {tail:.2f}x uvicorn's. Choose granian "
+            "for tail latency under many connections, uvicorn where its rate is higher."
+        )
+    summary_line = f"Geometric mean over the paths: rate {rate:.2f}x, p99 {tail:.2f}x. {advice}"
+    return [*lines, "", summary_line]
+
+
+def _geomean(values: list[float]) -> float:
+    return math.exp(sum(math.log(value) for value in values) / len(values))
+
+
+def main(argv: list[str]) -> int:
+    source = Path(argv[0]) if argv else ROOT / "bench" / "results" / "latest.json"
+    (ROOT / "BENCHMARKS.md").write_text(render_markdown(json.loads(source.read_text())))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
