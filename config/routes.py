@@ -208,6 +208,7 @@ class RouteSpec(StrictModel):
     fanout: FanoutSpec | None = None
     etag: EtagSpec | bool | None = None  # None: the settings' default; false: off; true or a mapping: on
     cache: CacheSpec | None = None
+    idempotent: tuple[Method, ...] = ()  # beside GET and HEAD: methods resent once after a dropped connection
     flags: tuple[str, ...] = ()  # resolved per request and forwarded upstream; `when:` flags count too
     when: tuple[WhenSpec, ...] = ()  # the first match wins; none matching: `upstream`
 

@@ -18,7 +18,7 @@ from gateway.caching import KeyExtras, cache_options, key_extras
 from gateway.fanout import FanoutCall, FanoutHandler
 from gateway.flagwiring import route_flags
 from gateway.headers import HeaderRules
-from gateway.proxy import PathRewrite, ProxyHandler
+from gateway.proxy import SAFE_TO_RETRY, PathRewrite, ProxyHandler
 from gateway.upstreams import Upstream
 from middleware.cache import CacheMiddleware, CacheStore
 from middleware.conditional import ConditionalMiddleware
@@ -105,6 +105,7 @@ def proxy_handler(spec: RouteSpec, deps: RouteDependencies) -> ProxyHandler:
         response_rules=HeaderRules.build(response.remove, response.set, response.add),
         max_body_bytes=deps.max_body_bytes,
         steering=[(rule.flag, rule.equals, deps.upstreams[rule.upstream]) for rule in spec.when],
+        retry_methods=SAFE_TO_RETRY | frozenset(spec.idempotent),
     )
 
 

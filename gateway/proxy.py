@@ -14,13 +14,21 @@ from starlette.responses import JSONResponse
 from starlette.types import Message, Receive, Scope, Send
 
 from gateway.headers import NO_RULES, HeaderRules, RawHeaders, client_response_headers, upstream_request_headers
-from gateway.upstreams import Body, Upstream, UpstreamError, UpstreamResponse, UpstreamTimeout
+from gateway.upstreams import (
+    Body,
+    Upstream,
+    UpstreamDisconnected,
+    UpstreamError,
+    UpstreamResponse,
+    UpstreamTimeout,
+)
 from middleware.flags import flag_resolutions
 from middleware.problem import problem_response
 
 logger = logging.getLogger("gateway.proxy")
 
 WHOLE_BODY_BYTES = 256 * 1024
+SAFE_TO_RETRY = frozenset({"GET", "HEAD"})
 _NO_BODY_STATUSES = frozenset({204, 304})
 # RFC 3986 pchar, kept as is when a path parameter is put back into a rewritten path.
 _PCHAR_SAFE = "!$&'()*+,;=:@-._~"
@@ -126,6 +134,7 @@ class ProxyHandler:
         response_rules: HeaderRules = NO_RULES,
         max_body_bytes: int = 0,
         steering: Sequence[tuple[str, object, Upstream]] = (),
+        retry_methods: frozenset[str] = SAFE_TO_RETRY,
     ) -> None:
         self.upstream = upstream
         self.rewrite = rewrite
@@ -133,6 +142,7 @@ class ProxyHandler:
         self.response_rules = response_rules
         self.max_body_bytes = max_body_bytes
         self.steering = tuple(steering)  # (flag key, value, upstream): the first match picks the upstream
+        self.retry_methods = retry_methods  # sent once more when the connection dropped before any answer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         upstream = self.upstream
@@ -179,7 +189,7 @@ class ProxyHandler:
             headers, host=upstream.host, scheme=scope["scheme"], client=scope.get("client"), rules=self.request_rules
         )
         try:
-            response = await upstream.transport.send(scope["method"], self.target(upstream, scope), outgoing, body)
+            response = await self._send(upstream, scope, outgoing, body)
         except (UpstreamError, BodyTooLarge, BadRequestBody) as exc:
             failure: Exception | None = exc
         else:
@@ -197,6 +207,18 @@ class ProxyHandler:
             await self._relay(upstream, response, scope, receive, send, body_done=body_done)
         finally:
             await response.close()
+
+    async def _send(self, upstream: Upstream, scope: Scope, headers: RawHeaders, body: Body) -> UpstreamResponse:
+        """One retry for requests this route may repeat, when a (pooled) connection closed before any
+        byte of an answer; a streamed body cannot be sent twice."""
+        method, target = scope["method"], self.target(upstream, scope)
+        try:
+            return await upstream.transport.send(method, target, headers, body)
+        except UpstreamDisconnected as exc:
+            if method not in self.retry_methods or not isinstance(body, bytes):
+                raise
+            logger.info("upstream %s dropped the connection (%s); sending %s once more", upstream.name, exc, method)
+            return await upstream.transport.send(method, target, headers, body)
 
     async def _relay(
         self,

@@ -7,10 +7,12 @@ ASGI apps. Both map their failures onto one hierarchy, so the proxy answers 502/
     UpstreamError
      ├── UpstreamTimeout        no answer (or no body bytes) within the configured time     -> 504
      ├── UpstreamUnreachable    refused, reset, closed early, name not resolved             -> 502
+     │    └── UpstreamDisconnected  the connection closed or reset before any answer byte      -> 502
      └── UpstreamBadResponse    an answer that is not valid HTTP                            -> 502
 """
 
 import asyncio
+import errno
 from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,6 +38,10 @@ class UpstreamTimeout(UpstreamError):
 
 class UpstreamUnreachable(UpstreamError):
     pass
+
+
+class UpstreamDisconnected(UpstreamUnreachable):
+    """Nothing of an answer arrived: safe to send an idempotent request again (RFC 9112 §9.3.1.1)."""
 
 
 class UpstreamBadResponse(UpstreamError):
@@ -96,6 +102,12 @@ def _aiohttp_errors() -> Iterator[None]:
         raise UpstreamBadResponse(str(exc)) from exc
     except aiohttp.ClientPayloadError as exc:
         raise UpstreamBadResponse(str(exc)) from exc
+    except (aiohttp.ServerDisconnectedError, ConnectionResetError, BrokenPipeError) as exc:
+        raise UpstreamDisconnected(str(exc) or type(exc).__name__) from exc
+    except aiohttp.ClientOSError as exc:
+        if exc.errno in (errno.ECONNRESET, errno.EPIPE):
+            raise UpstreamDisconnected(str(exc)) from exc
+        raise UpstreamUnreachable(str(exc) or type(exc).__name__) from exc
     except (aiohttp.ClientError, OSError) as exc:
         raise UpstreamUnreachable(str(exc) or type(exc).__name__) from exc
 
@@ -141,6 +153,9 @@ class AiohttpTransport:
                 cookie_jar=aiohttp.DummyCookieJar(),
                 skip_auto_headers=_AIOHTTP_SKIP_AUTO_HEADERS,
             )
+            # aiohttp resends every RFC-idempotent method (PUT and DELETE too) after a disconnect; which
+            # requests may be sent twice is each route's decision (ProxyHandler), so its own retry is off.
+            self._session._retry_connection = False
 
     async def send(self, method: str, url: str, headers: RawHeaders, body: Body) -> UpstreamResponse:
         if self._session is None:
@@ -168,7 +183,11 @@ def _httpx_errors() -> Iterator[None]:
     except (TimeoutError, httpx.TimeoutException) as exc:
         raise UpstreamTimeout(str(exc) or "timed out") from exc
     except httpx.RemoteProtocolError as exc:
+        if "without sending a response" in str(exc):  # httpcore's wording for a connection closed early
+            raise UpstreamDisconnected(str(exc)) from exc
         raise UpstreamBadResponse(str(exc)) from exc
+    except httpx.ReadError as exc:
+        raise UpstreamDisconnected(str(exc) or type(exc).__name__) from exc
     except (httpx.TransportError, OSError) as exc:
         raise UpstreamUnreachable(str(exc) or type(exc).__name__) from exc
 

@@ -150,3 +150,41 @@ async def raw_request(host: str, port: int, request: bytes) -> bytes:
     writer.close()
     await writer.wait_closed()
     return response
+
+
+@asynccontextmanager
+async def drops_first_connection() -> AsyncIterator[tuple[str, list[bytes]]]:
+    """An upstream that closes its first connection without answering, then answers normally."""
+    requests: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        requests.append(await reader.readuntil(b"\r\n\r\n"))
+        if len(requests) > 1:
+            body = b"" if requests[-1].startswith(b"HEAD ") else b"ok"
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n" + body)
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    async with server:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", requests
+
+
+@pytest.mark.parametrize(
+    ("method", "idempotent", "status", "attempts"),
+    [
+        ("GET", "[]", 200, 2),
+        ("HEAD", "[]", 200, 2),
+        ("POST", "[]", 502, 1),
+        ("PUT", "[]", 502, 1),
+        ("PUT", "[PUT]", 200, 2),
+    ],
+    ids=["get-retried", "head-retried", "post-not", "put-not-by-default", "put-marked-idempotent"],
+)
+async def test_a_dropped_connection_is_retried_only_for_idempotent_requests(
+    make_gateway: GatewayFactory, method: str, idempotent: str, status: int, attempts: int
+) -> None:
+    async with drops_first_connection() as (url, requests):
+        routes = routes_for(url) + f"    idempotent: {idempotent}\n"
+        async with client_for(make_gateway(routes)) as client:
+            response = await client.request(method, "/api/thing", content=b"{}" if method in ("POST", "PUT") else None)
+    assert (response.status_code, len(requests)) == (status, attempts)
