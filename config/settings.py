@@ -110,6 +110,7 @@ class Settings(BaseSettings):
     etag: EtagSettings = EtagSettings()
     cache: CacheSettings = CacheSettings()
     otel: OtelSettings = OtelSettings()
+    shutdown_grace: int = Field(default=30, ge=1)  # seconds requests in flight may take to finish after SIGTERM
     forwarded_allow_ips: str = "127.0.0.1"  # peers whose X-Forwarded-* uvicorn trusts for the client address
 
     @field_validator("admin_prefix")

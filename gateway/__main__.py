@@ -112,6 +112,7 @@ def serve(settings: Settings) -> None:
             port=settings.port,
             workers=settings.workers,
             log_level=LogLevels(settings.log_level),
+            workers_kill_timeout=settings.shutdown_grace,
         ).serve()
         return
     uvicorn.run(
@@ -131,6 +132,7 @@ def serve(settings: Settings) -> None:
         forwarded_allow_ips=settings.forwarded_allow_ips,
         server_header=False,
         date_header=False,  # the gateway keeps the upstream's Date and adds one only where it is missing
+        timeout_graceful_shutdown=settings.shutdown_grace,
     )
 
 

@@ -38,8 +38,10 @@ async def serve(app: ASGIApp, *, lifespan: Literal["on", "off"] = "off") -> Asyn
 
 
 @asynccontextmanager
-async def gateway_process(*args: str, env: dict[str, str] | None = None) -> AsyncIterator[tuple[int, str]]:
-    """Run a command that ends in a served gateway on port 0; yield its pid and the URL uvicorn reports."""
+async def gateway_process(
+    *args: str, env: dict[str, str] | None = None
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+    """Run a command that ends in a served gateway on port 0; yield the process and the URL uvicorn reports."""
     process = await asyncio.create_subprocess_exec(
         *args, stderr=asyncio.subprocess.PIPE, env={**os.environ, "GATEWAY_PORT": "0", **(env or {})}
     )
@@ -48,7 +50,7 @@ async def gateway_process(*args: str, env: dict[str, str] | None = None) -> Asyn
     try:
         url = await _announced_url(process.stderr)
         drain = asyncio.create_task(process.stderr.read())  # keep its log from filling the pipe
-        yield process.pid, url
+        yield process, url
     finally:
         if process.returncode is None:
             process.terminate()

@@ -1,5 +1,7 @@
 """The gateway as users run it: `python -m gateway run` in its own process, measured from outside."""
 
+import asyncio
+import signal
 import sys
 from pathlib import Path
 
@@ -7,7 +9,7 @@ import httpx
 import pytest
 
 from tests.servers import gateway_process, serve
-from tests.upstreams import echo, streaming
+from tests.upstreams import Stalling, echo, streaming
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
@@ -37,11 +39,11 @@ routes:
         )
         command = [sys.executable, "-m", "gateway", "run", "--routes", str(routes)]
         async with (
-            gateway_process(*command, env={"GATEWAY_MAX_BODY_BYTES": "0"}) as (pid, url),
+            gateway_process(*command, env={"GATEWAY_MAX_BODY_BYTES": "0"}) as (process, url),
             httpx.AsyncClient(base_url=url, timeout=60) as client,
         ):
             await client.post("/upload", content=b"warm-up")  # imports and pools settle first
-            baseline = memory_kib(pid, "VmRSS")
+            baseline = memory_kib(process.pid, "VmRSS")
 
             async def body():
                 block = b"u" * 65536
@@ -53,6 +55,24 @@ routes:
             async with client.stream("GET", "/download") as download:
                 async for chunk in download.aiter_raw():
                     received += len(chunk)
-            peak = memory_kib(pid, "VmHWM")
+            peak = memory_kib(process.pid, "VmHWM")
     assert (upload.json()["body_size"], received) == (SIZE, SIZE)
     assert peak - baseline < 8 * 1024, f"gateway peak RSS grew by {(peak - baseline) / 1024:.1f} MiB"
+
+
+async def test_sigterm_lets_a_request_in_flight_finish(tmp_path: Path) -> None:
+    upstream = Stalling()
+    async with serve(upstream) as url:
+        routes = tmp_path / "routes.yaml"
+        routes.write_text(f'upstreams:\n  slow: {{url: "{url}"}}\nroutes:\n  - {{path: /slow, upstream: slow}}\n')
+        command = [sys.executable, "-m", "gateway", "run", "--routes", str(routes)]
+        async with gateway_process(*command) as (process, gateway), httpx.AsyncClient(base_url=gateway) as client:
+            request = asyncio.create_task(client.get("/slow"))
+            await upstream.arrived.wait()
+            process.send_signal(signal.SIGTERM)
+            upstream.release.set()  # the answer comes only after the gateway was told to stop
+            response = await request
+            async with asyncio.timeout(10):
+                returncode = await process.wait()
+    assert (response.status_code, response.text) == (200, "late")
+    assert returncode == -signal.SIGTERM  # uvicorn re-raises the signal once it has shut down gracefully
