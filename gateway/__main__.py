@@ -3,7 +3,9 @@
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import uvicorn
@@ -13,6 +15,7 @@ from config.loader import load_route_file
 from config.routes import RouteFile
 from config.settings import ENV_PREFIX, Settings, load_settings
 from gateway.logs import log_config
+from gateway.metrics import MULTIPROCESS_DIR
 
 EXIT_INVALID = 1  # `gateway check`: the files are wrong
 EXIT_CONFIG = 2  # `gateway run`: cannot start with this configuration
@@ -92,8 +95,24 @@ def run_server(overrides: dict[str, object]) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)  # noqa: T201
         return EXIT_CONFIG
-    serve(settings)
+    with shared_metrics_directory(settings.workers):
+        serve(settings)
     return 0
+
+
+@contextmanager
+def shared_metrics_directory(workers: int) -> Iterator[None]:
+    """Several workers count into files of one directory, which every scrape adds up (prometheus-client's
+    multiprocess mode). An operator's own PROMETHEUS_MULTIPROC_DIR is used as it is; ours is removed after."""
+    if workers == 1 or os.environ.get(MULTIPROCESS_DIR):
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="gateway-metrics-") as directory:
+        os.environ[MULTIPROCESS_DIR] = directory  # before any worker imports prometheus_client
+        try:
+            yield
+        finally:
+            del os.environ[MULTIPROCESS_DIR]
 
 
 def serve(settings: Settings) -> None:

@@ -38,6 +38,7 @@ from gateway.chains import RouteDependencies
 from gateway.flagwiring import build_flags, flag_span_event
 from gateway.health import Health
 from gateway.logs import ACCESS_LOGGER
+from gateway.metrics import MeteredTransport, Metrics, MetricsMiddleware
 from gateway.routing import PathGuard, build_routes, method_not_allowed, not_found
 from gateway.telemetry import TracedTransport, build_tracer_provider, server_span_attributes
 from gateway.upstreams import AiohttpTransport, HttpxTransport, Timeouts, Transport, Upstream
@@ -100,11 +101,16 @@ class Gateway:
         if self.tracer_provider is not None:
             self.flags.resolver.add_hook(flag_span_event)
         self.fanout_limit = asyncio.Semaphore(settings.fanout_max_in_flight)
-        self.store = build_store(settings)
+        self.metrics = Metrics()
+        self.flags.resolver.add_hook(self.metrics.flag_evaluated)
+        if self.flags.live is not None:
+            live = self.flags.live
+            live.subscribe(lambda: self.metrics.redis_failed("flags") if live.error is not None else None)
+        self.store = build_store(settings, on_redis_error=lambda _: self.metrics.redis_failed("cache"))
         self.last_reload_error: str | None = None
         self._reloading = asyncio.Lock()
         self._loaded_identity = _file_identity(settings.routes_file)  # what the watcher compares against
-        self.reload_listeners: list[Callable[[Mapping[str, Any]], None]] = []  # told every reload's result
+        self.reload_listeners: list[Callable[[Mapping[str, Any]], None]] = [self.metrics.reloaded]
         self.generation = self._generation(routes, self._upstreams_for(routes, {}))
         self.app = self._process_middleware(self._dispatch)
 
@@ -140,6 +146,7 @@ class Gateway:
                 stack.push_async_callback(self.redis.aclose)
             if self._owned_provider is not None:
                 stack.callback(self._owned_provider.shutdown)
+            stack.callback(self.metrics.process_ended)
             if self.flags.live is not None:
                 await self.flags.live.load()  # the first definitions are in before the first request
             # The feeds run in a task of their own: the body of this context (requests, in tests) must not
@@ -229,7 +236,7 @@ class Gateway:
         fresh = {
             name: spec for name, spec in routes.upstreams.items() if specs.get(name) != spec or name not in current
         }
-        built = build_upstreams(fresh, self.settings, self._upstream_apps, self.tracer_provider)
+        built = build_upstreams(fresh, self.settings, self._upstream_apps, self.tracer_provider, self.metrics)
         return {name: built[name] if name in fresh else current[name] for name in routes.upstreams}
 
     def _generation(self, routes: RouteFile, upstreams: dict[str, Upstream]) -> Generation:
@@ -250,7 +257,10 @@ class Gateway:
     def _compile(self, routes: RouteFile, proxied: list[Route]) -> Starlette:
         settings = self.settings
         health = Health(self.redis, route_count=len(routes.routes), status=self.config_status)
-        own: list[BaseRoute] = [*health.routes(settings.admin_prefix)]
+        own: list[BaseRoute] = [
+            *health.routes(settings.admin_prefix),
+            Route(f"{settings.admin_prefix}/metrics", self.metrics.endpoint, methods=["GET"], name="metrics"),
+        ]
         if settings.admin_token is not None:
             admin = Admin(
                 settings.admin_token.get_secret_value(),
@@ -300,6 +310,7 @@ class Gateway:
                 )
             )
         layers.append(Middleware(RequestIdMiddleware, header=settings.request_id_header))
+        layers.append(Middleware(MetricsMiddleware, metrics=self.metrics))
         if settings.access_log != "off":
             layers.append(Middleware(AccessLogMiddleware, logger=ACCESS_LOGGER, log_format=settings.access_log))
         layers.append(Middleware(PathGuard))
@@ -348,6 +359,7 @@ def build_upstreams(
     settings: Settings,
     apps: Mapping[str, ASGIApp],
     tracer_provider: TracerProvider | None,
+    metrics: Metrics,
 ) -> dict[str, Upstream]:
     issues: list[ConfigIssue] = []
     upstreams: dict[str, Upstream] = {}
@@ -359,7 +371,7 @@ def build_upstreams(
                 ConfigIssue(str(settings.routes_file), None, f"upstreams.{name}.app", f"cannot import: {exc}")
             )
             continue
-        transport = _transport(spec, settings, app)
+        transport: Transport = MeteredTransport(_transport(spec, settings, app), upstream=name, metrics=metrics)
         if tracer_provider is not None:
             transport = TracedTransport(transport, upstream=name, tracer_provider=tracer_provider)
         upstreams[name] = Upstream(name, spec.url, urlsplit(spec.url).netloc.encode("latin-1"), transport)

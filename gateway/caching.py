@@ -12,12 +12,14 @@ from middleware.types import Scope
 KeyExtras = Callable[[Scope], str | None]
 
 
-def build_store(settings: Settings) -> CacheStore:
+def build_store(settings: Settings, on_redis_error: Callable[[BaseException], None] | None = None) -> CacheStore:
     """Memory only without Redis; with it, Redis shared by the replicas behind a small memory tier."""
     cache = settings.cache
     if settings.redis_url is None:
         return MemoryStore(max_bytes=cache.memory_bytes)
-    redis = RedisStore.from_url(str(settings.redis_url), prefix=cache.redis_prefix, timeout=cache.redis_timeout)
+    redis = RedisStore.from_url(
+        str(settings.redis_url), prefix=cache.redis_prefix, timeout=cache.redis_timeout, on_error=on_redis_error
+    )
     if not cache.l1_bytes:
         return redis
     return TieredStore(l1=MemoryStore(max_bytes=cache.l1_bytes), l2=redis, l1_ttl=cache.l1_ttl)

@@ -116,9 +116,11 @@ class FanoutHandler:
             deadline=self.deadline,
             shared_limit=self.shared_limit,
         )
+        statuses = {name: outcome.status for name, outcome in outcomes.items()}
+        scope.setdefault("state", {})["fanout"] = statuses  # for metrics
         span = trace.get_current_span()
         if span.is_recording():
-            span.set_attributes({f"gateway.fanout.{name}": outcome.status for name, outcome in outcomes.items()})
+            span.set_attributes({f"gateway.fanout.{name}": status for name, status in statuses.items()})
         await self._answer(outcomes)(scope, receive, send)
 
     def _runner(

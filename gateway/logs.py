@@ -13,16 +13,20 @@ def log_config(level: str) -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {
-            "default": {"()": "uvicorn.logging.DefaultFormatter", "fmt": "%(levelprefix)s %(name)s: %(message)s"},
+            "server": {"()": "uvicorn.logging.DefaultFormatter", "fmt": "%(levelprefix)s %(message)s"},
+            "named": {"()": "uvicorn.logging.DefaultFormatter", "fmt": "%(levelprefix)s %(name)s: %(message)s"},
             "bare": {"format": "%(message)s"},
         },
         "handlers": {
-            "default": {"class": "logging.StreamHandler", "formatter": "default", "stream": "ext://sys.stderr"},
+            "server": {"class": "logging.StreamHandler", "formatter": "server", "stream": "ext://sys.stderr"},
+            "named": {"class": "logging.StreamHandler", "formatter": "named", "stream": "ext://sys.stderr"},
             "access": {"class": "logging.StreamHandler", "formatter": "bare", "stream": "ext://sys.stdout"},
         },
         "loggers": {
-            "uvicorn": {"handlers": ["default"], "level": upper, "propagate": False},
-            "gateway": {"handlers": ["default"], "level": upper, "propagate": False},
+            "uvicorn": {"handlers": ["server"], "level": upper, "propagate": False},
+            "gateway": {"handlers": ["named"], "level": upper, "propagate": False},
+            "flags": {"handlers": ["named"], "level": upper, "propagate": False},
+            "middleware": {"handlers": ["named"], "level": upper, "propagate": False},
             ACCESS_LOGGER.name: {"handlers": ["access"], "level": "INFO", "propagate": False},
         },
     }

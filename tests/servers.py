@@ -39,16 +39,17 @@ async def serve(app: ASGIApp, *, lifespan: Literal["on", "off"] = "off") -> Asyn
 
 @asynccontextmanager
 async def gateway_process(
-    *args: str, env: dict[str, str] | None = None
+    *args: str, env: dict[str, str] | None = None, workers: int = 1
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
-    """Run a command that ends in a served gateway on port 0; yield the process and the URL uvicorn reports."""
+    """Run a command that ends in a served gateway on port 0; yield the process and the URL uvicorn reports
+    once every worker has started (a worker listens only from then on)."""
     process = await asyncio.create_subprocess_exec(
         *args, stderr=asyncio.subprocess.PIPE, env={**os.environ, "GATEWAY_PORT": "0", **(env or {})}
     )
     assert process.stderr is not None
     drain: asyncio.Task[bytes] | None = None
     try:
-        url = await _announced_url(process.stderr)
+        url = await _announced_url(process.stderr, workers)
         drain = asyncio.create_task(process.stderr.read())  # keep its log from filling the pipe
         yield process, url
     finally:
@@ -59,11 +60,15 @@ async def gateway_process(
             await drain
 
 
-async def _announced_url(stderr: asyncio.StreamReader) -> str:
+async def _announced_url(stderr: asyncio.StreamReader, workers: int) -> str:
     lines: list[str] = []
+    url, started = "", 0
     async with asyncio.timeout(30):
         while line := (await stderr.readline()).decode():
             lines.append(line)
             if match := re.search(r"Uvicorn running on (http://\S+)", line):
-                return match.group(1)
+                url = match.group(1)
+            started += "Application startup complete" in line
+            if url and started == workers:
+                return url
     raise RuntimeError("the gateway exited before serving:\n" + "".join(lines))

@@ -44,8 +44,10 @@ _FAILURES = (RedisError, OSError, TimeoutError)
 class _Breaker:
     """Open for `cooldown` seconds after a failure; the first call after that tries Redis again."""
 
-    def __init__(self, cooldown: float, clock: Callable[[], float]) -> None:
-        self.cooldown, self._clock = cooldown, clock
+    def __init__(
+        self, cooldown: float, clock: Callable[[], float], on_error: Callable[[BaseException], None] | None
+    ) -> None:
+        self.cooldown, self._clock, self._on_error = cooldown, clock, on_error
         self._open_until = float("-inf")
 
     @property
@@ -53,6 +55,8 @@ class _Breaker:
         return self._clock() >= self._open_until
 
     def trip(self, error: BaseException) -> None:
+        if self._on_error is not None:
+            self._on_error(error)
         if self.closed:
             logger.warning("Redis cache unavailable (%r); passing requests through for %gs", error, self.cooldown)
         self._open_until = self._clock() + self.cooldown
@@ -71,6 +75,7 @@ class RedisStore:
         cooldown: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
         owns_client: bool = False,
+        on_error: Callable[[BaseException], None] | None = None,  # told of every failed call (metrics)
     ) -> None:
         if not timeout > 0 or not purge_timeout > 0 or not cooldown >= 0:
             raise ValueError("timeout and purge_timeout must be positive, cooldown zero or more")
@@ -78,20 +83,26 @@ class RedisStore:
         self._prefix = prefix
         self._timeout = timeout
         self._purge_timeout = purge_timeout
-        self._breaker = _Breaker(cooldown, clock)
+        self._breaker = _Breaker(cooldown, clock, on_error)
         self._owns_client = owns_client
         self._release = client.register_script(_RELEASE)
 
     @classmethod
     def from_url(
-        cls, url: str, *, prefix: str = "cache:", timeout: float = 0.25, cooldown: float = 5.0
+        cls,
+        url: str,
+        *,
+        prefix: str = "cache:",
+        timeout: float = 0.25,
+        cooldown: float = 5.0,
+        on_error: Callable[[BaseException], None] | None = None,
     ) -> "RedisStore":
         """A store on its own client (closed by `aclose()`): no retries, since the breaker decides when
         to try again, and socket timeouts matching `timeout`."""
         client = Redis.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
         )
-        return cls(client, prefix=prefix, timeout=timeout, cooldown=cooldown, owns_client=True)
+        return cls(client, prefix=prefix, timeout=timeout, cooldown=cooldown, owns_client=True, on_error=on_error)
 
     @property
     def available(self) -> bool:

@@ -1,0 +1,156 @@
+"""Prometheus metrics at `{prefix}/metrics`, with label values taken from config only.
+
+Routes are labelled by their name or template (requests no route matched share one label), upstreams by
+name, flags by key and variant: a scan of random URLs cannot grow the number of series. With several
+workers, `gateway run` points PROMETHEUS_MULTIPROC_DIR at a shared directory and the exposition adds up
+every worker's values (prometheus-client's multiprocess mode).
+"""
+
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from starlette.requests import Request
+from starlette.responses import Response
+
+from flags.model import EvaluationContext
+from flags.resolution import Resolution
+from gateway.headers import RawHeaders
+from gateway.upstreams import Body, Transport, UpstreamError, UpstreamResponse
+from middleware.types import ASGIApp, Message, Receive, Scope, Send
+
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"  # set by `gateway run` for several workers
+UNMATCHED = "(unmatched)"
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_ERROR_KINDS = {
+    "UpstreamTimeout": "timeout",
+    "UpstreamDisconnected": "disconnected",
+    "UpstreamUnreachable": "unreachable",
+    "UpstreamBadResponse": "bad_response",
+}
+
+
+class Metrics:
+    """The gateway's series, in a registry of its own (so several gateways can live in one process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        registry = self.registry
+        self.requests = Counter(
+            "gateway_requests", "Requests answered", ["route", "method", "status"], registry=registry
+        )
+        self.duration = Histogram(
+            "gateway_request_duration_seconds", "Time to answer", ["route", "method"], registry=registry
+        )
+        self.in_flight = Gauge(
+            "gateway_requests_in_flight", "Requests being answered", registry=registry, multiprocess_mode="livesum"
+        )
+        self.upstream_requests = Counter(
+            "gateway_upstream_requests", "Upstream calls by outcome", ["upstream", "outcome"], registry=registry
+        )
+        self.upstream_duration = Histogram(
+            "gateway_upstream_duration_seconds", "Time to an upstream's answer", ["upstream"], registry=registry
+        )
+        self.cache_lookups = Counter(
+            "gateway_cache_lookups", "Cache lookups by outcome", ["route", "outcome"], registry=registry
+        )
+        self.flag_evaluations = Counter(
+            "gateway_flag_evaluations", "Flag evaluations by variant", ["flag", "variant"], registry=registry
+        )
+        self.fanout_calls = Counter(
+            "gateway_fanout_calls", "Fan-out calls by outcome", ["route", "call", "outcome"], registry=registry
+        )
+        self.redis_errors = Counter("gateway_redis_errors", "Failed Redis calls", ["component"], registry=registry)
+        self.reloads = Counter("gateway_config_reloads", "Route file reloads", ["result"], registry=registry)
+
+    def exposition(self) -> bytes:
+        if os.environ.get(MULTIPROCESS_DIR):
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
+        return generate_latest(self.registry)
+
+    async def endpoint(self, request: Request) -> Response:
+        return Response(self.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    def flag_evaluated(self, key: str, context: EvaluationContext, resolution: Resolution[Any]) -> None:
+        self.flag_evaluations.labels(key, resolution.label).inc()
+
+    def reloaded(self, result: Mapping[str, Any]) -> None:
+        self.reloads.labels("ok" if result.get("ok") else "rejected").inc()
+
+    def redis_failed(self, component: str) -> None:
+        self.redis_errors.labels(component).inc()
+
+    def process_ended(self) -> None:
+        """A worker's live gauges stop counting once it is gone."""
+        if os.environ.get(MULTIPROCESS_DIR):
+            mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+
+
+class MetricsMiddleware:
+    """Counts every request by route, method and status class, with its latency and what the route recorded
+    in `scope["state"]` (cache outcome, fan-out calls)."""
+
+    def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        metrics = self.metrics
+        started = time.perf_counter()
+        status = 500
+
+        async def recording_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, recording_send)
+        finally:
+            metrics.in_flight.dec()
+            route = getattr(scope.get("route"), "name", None) or UNMATCHED
+            method = scope["method"] if scope["method"] in _METHODS else "OTHER"
+            metrics.requests.labels(route, method, f"{status // 100}xx").inc()
+            metrics.duration.labels(route, method).observe(time.perf_counter() - started)
+            state = scope.get("state", {})
+            if "cache_status" in state:
+                metrics.cache_lookups.labels(route, state["cache_status"]).inc()
+            for call, outcome in state.get("fanout", {}).items():
+                metrics.fanout_calls.labels(route, call, outcome).inc()
+
+
+class MeteredTransport:
+    """Counts each upstream call by outcome (status class, or the kind of failure) and times it."""
+
+    def __init__(self, inner: Transport, *, upstream: str, metrics: Metrics) -> None:
+        self.inner = inner
+        self.upstream = upstream
+        self.metrics = metrics
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    async def send(self, method: str, url: str, headers: RawHeaders, body: Body) -> UpstreamResponse:
+        started = time.perf_counter()
+        try:
+            response = await self.inner.send(method, url, headers, body)
+        except UpstreamError as exc:
+            self.metrics.upstream_requests.labels(self.upstream, _ERROR_KINDS.get(type(exc).__name__, "error")).inc()
+            raise
+        finally:
+            self.metrics.upstream_duration.labels(self.upstream).observe(time.perf_counter() - started)
+        self.metrics.upstream_requests.labels(self.upstream, f"{response.status // 100}xx").inc()
+        return response
