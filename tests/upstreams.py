@@ -148,7 +148,8 @@ async def _wait_unless_abandoned(seconds: float, receive: Receive) -> bool:
 class Origin:
     """A small origin that counts what reaches it: items with versions, its own ETags or none, Vary, tags.
 
-    GET /items/ID             {"id", "version", "lang"}; Cache-Control from ?cc= (default max-age=60)
+    GET /items/ID             {"id", "version", "lang"}; Cache-Control from ?cc= (default max-age=60),
+                              Age from ?age=, a Set-Cookie with ?cookie=
     PUT|POST|DELETE /items/ID bumps the item's version
     GET /own-etag/ID          carries ETag "vN" and answers If-None-Match itself with 304
     GET /stream               two server-sent events; the second only once `release` is set
@@ -158,6 +159,7 @@ class Origin:
         self.versions: dict[str, int] = {}
         self.hits: dict[str, int] = {}
         self.writes = 0
+        self.failing = False  # answer 503 to everything while set
         self.release = asyncio.Event()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -165,6 +167,10 @@ class Origin:
         self.hits[f"{method} {path}"] = self.hits.get(f"{method} {path}", 0) + 1
         headers = {name.decode(): value.decode() for name, value in scope["headers"]}
         kind, _, item = path.strip("/").partition("/")
+        if self.failing:
+            await send({"type": "http.response.start", "status": 503, "headers": [(b"content-length", b"0")]})
+            await send({"type": "http.response.body", "body": b""})
+            return
         if kind == "stream":
             await self._stream(send)
             return
@@ -175,7 +181,12 @@ class Origin:
             self.versions[item] = self.versions.get(item, 1) + 1
         version = self.versions.setdefault(item, 1)
         query = dict(pair.split("=", 1) for pair in scope["query_string"].decode().split("&") if "=" in pair)
-        extra: list[tuple[bytes, bytes]] = [(b"cache-control", query.get("cc", "max-age=60").encode())]
+        cache_control = query.get("cc", "max-age=60").replace("%20", " ")
+        extra: list[tuple[bytes, bytes]] = [(b"cache-control", cache_control.encode())]
+        if "age" in query:
+            extra.append((b"age", query["age"].encode()))
+        if "cookie" in query:
+            extra.append((b"set-cookie", b"session=1"))
         extra += [(b"vary", b"Accept-Language"), (b"surrogate-key", f"item-{item} items".encode())]
         if kind == "own-etag":
             etag = f'"v{version}"'

@@ -154,3 +154,77 @@ async def test_concurrent_misses_on_two_replicas_sharing_redis_send_one_request(
             responses = await asyncio.gather(*(client.get("/items/9") for client in [first, second] * 25))
     assert {response.status_code for response in responses} == {200}
     assert origin.hits["GET /items/9"] == 1
+
+
+@pytest.mark.parametrize(
+    ("query", "headers"),
+    [
+        ("cc=no-store", {}),
+        ("cc=private,max-age=60", {}),
+        ("cc=max-age=60", {"Authorization": "Bearer x"}),
+        ("cc=max-age=60&cookie=1", {}),
+    ],
+    ids=["no-store", "private", "authorization", "set-cookie"],
+)
+async def test_what_a_shared_cache_must_not_store(
+    make_gateway: GatewayFactory, origin: Origin, query: str, headers: dict[str, str]
+) -> None:
+    app = make_gateway(ROUTES, upstreams={"origin": origin})
+    async with client_for(app) as client:
+        for _ in range(2):
+            await client.get(f"/items/1?{query}", headers=headers)
+    assert origin.hits["GET /items/1"] == 2
+
+
+async def test_age_counts_the_upstreams_age_too(make_gateway: GatewayFactory, origin: Origin) -> None:
+    app = make_gateway(ROUTES, upstreams={"origin": origin})
+    async with client_for(app) as client:
+        await client.get("/items/1?age=10")
+        hit = await client.get("/items/1?age=10")
+    assert int(hit.headers["age"]) >= 10
+
+
+async def test_stale_while_revalidate_serves_stale_and_refreshes_once(
+    make_gateway: GatewayFactory, origin: Origin
+) -> None:
+    app = make_gateway(ROUTES, upstreams={"origin": origin})
+    path = "/items/1?cc=max-age=0,stale-while-revalidate=60"
+    async with client_for(app) as client:
+        await client.get(path)
+        origin.versions["1"] = 2
+        stale = await asyncio.gather(*(client.get(path) for _ in range(5)))
+        for cache in app.generation.caches:
+            await cache.wait_background()
+        refreshes = origin.hits["GET /items/1"] - 1
+        fresh = await client.get(path)
+    assert {response.json()["version"] for response in stale} == {1}
+    assert {response.headers["cache-status"] for response in stale} == {
+        "gateway; hit; ttl=0; detail=stale-while-revalidate"
+    }
+    assert refreshes == 1  # five stale answers, one background refresh
+    assert fresh.json()["version"] == 2
+
+
+async def test_stale_if_error_serves_stale_while_the_upstream_fails(
+    make_gateway: GatewayFactory, origin: Origin
+) -> None:
+    app = make_gateway(ROUTES, upstreams={"origin": origin})
+    path = "/items/1?cc=max-age=0,stale-if-error=60"
+    async with client_for(app) as client:
+        await client.get(path)
+        origin.failing = True
+        during = await client.get(path)
+    assert (during.status_code, during.json()["version"]) == (200, 1)
+
+
+async def test_a_stale_entry_is_revalidated_and_a_304_refreshes_it(
+    make_gateway: GatewayFactory, origin: Origin
+) -> None:
+    routes = ROUTES + '  - {path: "/own-etag/{id}", upstream: origin, cache: {keep: 60}}\n'
+    app = make_gateway(routes, upstreams={"origin": origin})
+    async with client_for(app) as client:
+        first = await client.get("/own-etag/1?cc=max-age=0")
+        again = await client.get("/own-etag/1?cc=max-age=0")
+    assert (again.status_code, again.json()) == (200, first.json())
+    assert "revalidated" in again.headers["cache-status"] or "fwd=stale" in again.headers["cache-status"]
+    assert origin.hits["GET /own-etag/1"] == 2  # the second answer was a 304: no body moved
