@@ -4,6 +4,8 @@ import json
 import re
 from pathlib import Path
 
+from pydantic import BaseModel
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -34,3 +36,37 @@ def test_dockerfile_runs_as_non_root_with_a_health_check() -> None:
 def test_ci_runs_the_readme_test_command() -> None:
     assert "make test" in (ROOT / ".ci" / "run").read_text()
     assert "$ make test" in (ROOT / "README.md").read_text()
+
+
+def test_every_setting_is_documented_in_the_readme() -> None:
+    from config.settings import ENV_PREFIX, NESTED_DELIMITER, Settings
+
+    readme = (ROOT / "README.md").read_text()
+
+    def variables(model: type[BaseModel], prefix: str) -> list[str]:
+        names: list[str] = []
+        for name, field in model.model_fields.items():
+            nested = field.annotation
+            if isinstance(nested, type) and issubclass(nested, BaseModel):
+                names += variables(nested, f"{prefix}{name.upper()}{NESTED_DELIMITER}")
+            else:
+                names.append(prefix + name.upper())
+        return names
+
+    undocumented = [
+        name
+        for name in variables(Settings, ENV_PREFIX)
+        if name not in readme and f"__{name.rsplit('__', 1)[-1]}`" not in readme
+    ]
+    assert undocumented == []
+
+
+def test_the_readme_route_file_example_is_valid(tmp_path: Path) -> None:
+    from config.loader import load_route_file
+
+    readme = (ROOT / "README.md").read_text()
+    example = next(block for block in readme.split("```yaml\n")[1:] if block.startswith("upstreams:"))
+    path = tmp_path / "routes.yaml"
+    path.write_text(example.split("```")[0])
+    routes = load_route_file(path, environ={})
+    assert [route.path for route in routes.routes] == ["/api/users/{id}", "/static/{rest:path}", "/api/dashboard/{id}"]

@@ -21,7 +21,7 @@ routes:
 
 def test_check_accepts_a_valid_file(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", str(EXAMPLE)]) == 0
-    assert capsys.readouterr().out == f"{EXAMPLE}: ok, 2 upstreams, 3 routes\n"
+    assert capsys.readouterr().out == f"{EXAMPLE}: ok, 2 upstreams, 4 routes\n"
 
 
 def test_check_reports_every_error_and_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
