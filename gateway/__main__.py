@@ -104,7 +104,9 @@ def run_server(overrides: dict[str, object]) -> int:
 def shared_metrics_directory(workers: int) -> Iterator[None]:
     """Several workers count into files of one directory, which every scrape adds up (prometheus-client's
     multiprocess mode). An operator's own PROMETHEUS_MULTIPROC_DIR is used as it is; ours is removed after."""
-    if workers == 1 or os.environ.get(MULTIPROCESS_DIR):
+    if not os.environ.get(MULTIPROCESS_DIR):
+        os.environ.pop(MULTIPROCESS_DIR, None)  # set but empty, prometheus-client would write to the cwd
+    if workers == 1 or MULTIPROCESS_DIR in os.environ:
         yield
         return
     with tempfile.TemporaryDirectory(prefix="gateway-metrics-") as directory:
