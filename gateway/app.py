@@ -1,8 +1,8 @@
 """The deployable app: settings and a route file turned into one ASGI app, once.
 
 `Gateway` holds what lives as long as the process (upstream pools, Redis, the flag resolver, the tracer
-provider) and the routes compiled from the file into a Starlette app. Requests pass through the
-process-wide middlewares (tracing, request id, access log, path guard) and then the compiled routes.
+provider) and the routes compiled from the file. Requests pass through the process-wide middlewares
+(tracing, request id, metrics, access log) and then the router of the current routes.
 """
 
 import asyncio
@@ -23,7 +23,6 @@ from urllib.parse import urlsplit
 import anyio
 import redis.asyncio
 from opentelemetry.sdk.trace import TracerProvider
-from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route
 
@@ -39,7 +38,7 @@ from gateway.flagwiring import build_flags, flag_span_event
 from gateway.health import Health
 from gateway.logs import ACCESS_LOGGER
 from gateway.metrics import MeteredTransport, Metrics, MetricsMiddleware
-from gateway.routing import PathGuard, build_routes, method_not_allowed, not_found
+from gateway.routing import GatewayRouter, compile_routes, own_app
 from gateway.telemetry import TracedTransport, build_tracer_provider, server_span_attributes
 from gateway.upstreams import AiohttpTransport, HttpxTransport, Timeouts, Transport, Upstream
 from middleware.access_log import AccessLogMiddleware
@@ -251,10 +250,12 @@ class Gateway:
             max_body_bytes=settings.max_body_bytes,
             fanout_limit=self.fanout_limit,
         )
-        proxied, caches = build_routes(routes, deps)
-        return Generation(routes, version, upstreams, self._compile(routes, proxied), caches)
+        proxied, caches = compile_routes(routes, deps)
+        router = GatewayRouter(proxied, own=self._own_app(routes), own_prefix=settings.admin_prefix)
+        return Generation(routes, version, upstreams, router, caches)
 
-    def _compile(self, routes: RouteFile, proxied: list[Route]) -> Starlette:
+    def _own_app(self, routes: RouteFile) -> ASGIApp:
+        """Health, readiness, metrics and (with a token) the admin API, under the admin prefix."""
         settings = self.settings
         health = Health(self.redis, route_count=len(routes.routes), status=self.config_status)
         own: list[BaseRoute] = [
@@ -270,12 +271,7 @@ class Gateway:
                 purge=self.purge,
             )
             own += admin.routes(settings.admin_prefix)
-        app = Starlette(
-            routes=[*own, *proxied],
-            exception_handlers={404: not_found, 405: method_not_allowed},
-        )
-        app.router.redirect_slashes = False  # a proxy forwards /a/ and /a as asked; it does not redirect
-        return app
+        return own_app(own)
 
     async def purge(self, request: Mapping[str, Any]) -> dict[str, Any]:
         """Purge by `url` (absolute), `prefix` (of the raw path) or `tag`; a cache that cannot be reached
@@ -296,7 +292,7 @@ class Gateway:
         return {"config_version": self.generation.version, "last_reload_error": self.last_reload_error}
 
     def _process_middleware(self, app: ASGIApp) -> ASGIApp:
-        """Tracing outermost (so even a 500 is on the span), then request id, access log, path guard."""
+        """Tracing outermost (so even a 500 is on the span), then request id, metrics and the access log."""
         settings = self.settings
         layers: list[Middleware] = []
         if self.tracer_provider is not None:
@@ -313,7 +309,6 @@ class Gateway:
         layers.append(Middleware(MetricsMiddleware, metrics=self.metrics))
         if settings.access_log != "off":
             layers.append(Middleware(AccessLogMiddleware, logger=ACCESS_LOGGER, log_format=settings.access_log))
-        layers.append(Middleware(PathGuard))
         for cls, args, kwargs in reversed(layers):
             app = cls(app, *args, **kwargs)
         return app

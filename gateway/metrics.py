@@ -25,6 +25,7 @@ from middleware.types import ASGIApp, Message, Receive, Scope, Send
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"  # set by `gateway run` for several workers
 UNMATCHED = "(unmatched)"
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_STATUS_CLASSES = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
 _ERROR_KINDS = {
     "UpstreamTimeout": "timeout",
     "UpstreamDisconnected": "disconnected",
@@ -98,6 +99,9 @@ class MetricsMiddleware:
     def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        # labelled children by label values: labels() costs a lock and a tuple per call
+        self._counted: dict[tuple[str, str, str], Any] = {}
+        self._timed: dict[tuple[str, str], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -120,8 +124,17 @@ class MetricsMiddleware:
             metrics.in_flight.dec()
             route = getattr(scope.get("route"), "name", None) or UNMATCHED
             method = scope["method"] if scope["method"] in _METHODS else "OTHER"
-            metrics.requests.labels(route, method, f"{status // 100}xx").inc()
-            metrics.duration.labels(route, method).observe(time.perf_counter() - started)
+            status_class = _STATUS_CLASSES[status // 100] if 1 <= status // 100 <= 5 else "other"
+            counted = self._counted.get((route, method, status_class))
+            if counted is None:
+                counted = self._counted[route, method, status_class] = metrics.requests.labels(
+                    route, method, status_class
+                )
+            counted.inc()
+            timed = self._timed.get((route, method))
+            if timed is None:
+                timed = self._timed[route, method] = metrics.duration.labels(route, method)
+            timed.observe(time.perf_counter() - started)
             state = scope.get("state", {})
             if "cache_status" in state:
                 metrics.cache_lookups.labels(route, state["cache_status"]).inc()

@@ -49,7 +49,7 @@ async def test_request_id_is_generated_when_absent(make_gateway: GatewayFactory)
     async with client_for(app) as client:
         first = await client.get("/api/users/1")
         second = await client.get("/api/users/1")
-    assert len(first.headers["x-request-id"]) == 32
+    assert len(first.headers["x-request-id"]) >= 24
     assert first.headers["x-request-id"] != second.headers["x-request-id"]
 
 
