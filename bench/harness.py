@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 STOP_GRACE_SECONDS = 5.0
@@ -145,8 +145,9 @@ def cpu_seconds(pids: Sequence[int]) -> float:
     return ticks / _CLOCK_TICKS
 
 
-def rss_bytes(pids: Sequence[int]) -> int:
-    total = 0
+def rss_bytes(pids: Sequence[int]) -> list[int]:
+    """The resident set size of each process still running."""
+    sizes = []
     for pid in pids:
         try:
             status = Path(f"/proc/{pid}/status").read_text()
@@ -154,8 +155,8 @@ def rss_bytes(pids: Sequence[int]) -> int:
             continue
         match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
         if match:
-            total += int(match.group(1)) * 1024
-    return total
+            sizes.append(int(match.group(1)) * 1024)
+    return sizes
 
 
 # load ------------------------------------------------------------------------------------------------------
@@ -169,8 +170,9 @@ class Load:
     requests: int
     non_2xx_3xx: int
     socket_errors: dict[str, int]
-    peak_rss_bytes: int
-    cpu_seconds: float  # used by the system under test during the run
+    peak_rss_bytes: int = 0  # the whole process tree of the system under test
+    peak_process_rss_bytes: int = 0  # its largest process (granian: the worker that serves)
+    cpu_seconds: float = 0.0  # used by the system under test during the run
 
     @property
     def cpu_us_per_request(self) -> float:
@@ -200,7 +202,7 @@ def run_wrk(
     for name, value in headers:
         argv += ["-H", f"{name}: {value}"]
     argv.append(url)
-    peak = 0
+    peak_tree = peak_process = 0
     cpu_before = cpu_seconds(process_tree(sample_pid)) if sample_pid is not None else 0.0
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True) as wrk:
         deadline = time.monotonic() + seconds + 15
@@ -209,7 +211,8 @@ def run_wrk(
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"wrk on {url} did not stop by itself")
                 if sample_pid is not None:
-                    peak = max(peak, rss_bytes(process_tree(sample_pid)))
+                    sizes = rss_bytes(process_tree(sample_pid))
+                    peak_tree, peak_process = max(peak_tree, sum(sizes)), max(peak_process, *sizes, 0)
                 time.sleep(0.25)
         finally:
             if wrk.poll() is None:
@@ -219,10 +222,13 @@ def run_wrk(
     cpu_used = cpu_seconds(process_tree(sample_pid)) - cpu_before if sample_pid is not None else 0.0
     if wrk.returncode != 0:
         raise RuntimeError(f"wrk failed on {url}:\n{output}")
-    return parse_wrk(output, peak, cpu_used)
+    load = parse_wrk(output)
+    return replace(load, peak_rss_bytes=peak_tree, peak_process_rss_bytes=peak_process, cpu_seconds=cpu_used)
 
 
-def parse_wrk(output: str, peak_rss_bytes: int = 0, used_cpu_seconds: float = 0.0) -> Load:
+def parse_wrk(output: str) -> Load:
+    """What wrk --latency printed; the sampled fields stay zero."""
+
     def latency(percentile: str) -> float:
         match = re.search(rf"^\s*{percentile}%\s+([\d.]+)(us|ms|s|m)\s*$", output, re.MULTILINE)
         if match is None:
@@ -245,8 +251,6 @@ def parse_wrk(output: str, peak_rss_bytes: int = 0, used_cpu_seconds: float = 0.
         requests=int(total.group(1)),
         non_2xx_3xx=int(non_2xx.group(1)) if non_2xx else 0,
         socket_errors=socket_errors,
-        peak_rss_bytes=peak_rss_bytes,
-        cpu_seconds=used_cpu_seconds,
     )
 
 

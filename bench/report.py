@@ -34,10 +34,10 @@ METHOD = """\
   contender's processes during the run divided by the requests served: 1,000,000 / it is the rate the contender
   would reach alone on the core, and other work on the machine lowers req/s but hardly moves this. Errors are
   non-2xx/3xx answers plus socket errors (connect, read, write, timeout) summed over rounds. RSS is the peak of
-  the contender's whole process tree (granian's supervisor and worker together), sampled from /proc every
-  0.25 s. *opened* is the median number of connections the origin accepted during a measured run: a keep-alive
-  pool opens ~0. *vs X* is `req/s ratio · p99 ratio` to reference X: above 1.0 is faster for the rate, below
-  1.0 is better for p99."""
+  the contender's whole process tree, sampled from /proc every 0.25 s; where the tree has more than one
+  process (granian's supervisor and worker), the largest one's peak follows in brackets. *opened* is the median
+  number of connections the origin accepted during a measured run: a keep-alive pool opens ~0. *vs X* is
+  `req/s ratio · p99 ratio` to reference X: above 1.0 is faster for the rate, below 1.0 is better for p99."""
 
 ADDING = """\
 A path is one `Scenario` entry in `bench/run.py`'s `SCENARIOS`: a name, a title, the URL, the gateway route it
@@ -100,7 +100,8 @@ def render_markdown(result: dict[str, Any]) -> str:
 
 
 def _summary_table(summary: dict[str, Any]) -> list[str]:
-    compare = summary["compare"]
+    rows = summary["rows"]
+    compare = [f for f in summary["compare"] if any(row["ratios"][f]["requests_per_second"] for row in rows)]
     header = ["contender", "req/s", "spread", "p50 ms", "p99 ms", "CPU us/req", "errors", "RSS MB", "opened"]
     header += [f"vs {family}" for family in compare]
     lines = [
@@ -109,7 +110,7 @@ def _summary_table(summary: dict[str, Any]) -> list[str]:
         "| " + " | ".join(header) + " |",
         "|---|" + "---:|" * (len(header) - 1),
     ]
-    for row in summary["rows"]:
+    for row in rows:
         opened = "-" if row["upstream_opened"] is None else f"{row['upstream_opened']:g}"
         cells = [
             f"**{row['contender']}**" if row["family"] == "gateway" else row["contender"],
@@ -119,7 +120,7 @@ def _summary_table(summary: dict[str, Any]) -> list[str]:
             f"{row['p99_ms']:.2f}",
             f"{row['cpu_us_per_request']:.0f}",
             str(row["errors"]),
-            f"{row['peak_rss_mb']:.0f}",
+            _rss(row),
             opened,
         ]
         for family in compare:
@@ -130,6 +131,15 @@ def _summary_table(summary: dict[str, Any]) -> list[str]:
                 cells.append(f"{ratio['requests_per_second']:.2f}x · {ratio['p99_ms']:.2f}x")
         lines.append("| " + " | ".join(cells) + " |")
     return [*lines, ""]
+
+
+def _rss(row: dict[str, Any]) -> str:
+    """The whole tree, and its largest process where the tree has more than one (granian's worker)."""
+    tree, largest = row["peak_rss_mb"], row["peak_process_rss_mb"]
+    return f"{tree:.0f}" if round(tree) == round(largest) else f"{tree:.0f} ({largest:.0f})"
+
+
+SAME = 0.05  # closer than this, two servers are not told apart by a run on a shared machine
 
 
 def _servers(summaries: list[dict[str, Any]]) -> list[str]:
@@ -149,7 +159,12 @@ def _servers(summaries: list[dict[str, Any]]) -> list[str]:
     if not rates:
         return ["The gateway was not measured under both servers in this run."]
     rate, tail = _geomean(rates), _geomean(tails)
-    if rate >= 1.0 and tail <= 1.0:
+    if abs(rate - 1) < SAME and abs(tail - 1) < SAME:
+        advice = (
+            f"Within {SAME:.0%} of each other on rate and tail: keep **uvicorn**, the default, which runs one "
+            "process instead of granian's two and so needs less memory (RSS column)."
+        )
+    elif rate >= 1.0 and tail <= 1.0:
         advice = "**granian** served more requests per second with a shorter tail: choose it (`--server granian`)."
     elif rate <= 1.0 and tail >= 1.0:
         advice = "**uvicorn** served more requests per second with a shorter tail: keep the default."
