@@ -7,6 +7,7 @@ provider) and the routes compiled from the file. Requests pass through the proce
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import importlib
 import logging
@@ -36,7 +37,7 @@ from gateway.caching import build_store
 from gateway.chains import RouteDependencies
 from gateway.flagwiring import build_flags, flag_span_event
 from gateway.health import Health
-from gateway.logs import ACCESS_LOGGER
+from gateway.logs import flush_access_lines, write_access_line
 from gateway.metrics import MeteredTransport, Metrics, MetricsMiddleware
 from gateway.routing import GatewayRouter, compile_routes, own_app
 from gateway.telemetry import TracedTransport, build_tracer_provider, server_span_attributes
@@ -168,6 +169,8 @@ class Gateway:
                     tasks.start_soon(self.flags.live.run)
                 if self.settings.watch_routes:
                     tasks.start_soon(self._watch_routes, sighup)
+                if self.settings.access_log != "off":
+                    tasks.start_soon(flush_access_lines)
 
     async def _close_upstreams(self) -> None:
         for cache in self.generation.caches:
@@ -179,6 +182,7 @@ class Gateway:
         await receive()  # lifespan.startup
         try:
             async with self.running():
+                settle_garbage_collector()
                 await send({"type": "lifespan.startup.complete"})
                 await receive()  # lifespan.shutdown
         except Exception as exc:
@@ -308,13 +312,22 @@ class Gateway:
         layers.append(Middleware(RequestIdMiddleware, header=settings.request_id_header))
         layers.append(Middleware(MetricsMiddleware, metrics=self.metrics))
         if settings.access_log != "off":
-            layers.append(Middleware(AccessLogMiddleware, logger=ACCESS_LOGGER, log_format=settings.access_log))
+            layers.append(Middleware(AccessLogMiddleware, write=write_access_line, log_format=settings.access_log))
         for cls, args, kwargs in reversed(layers):
             app = cls(app, *args, **kwargs)
         return app
 
     def describe_routes(self) -> list[dict[str, Any]]:
         return [route.model_dump(mode="json", exclude_defaults=True) for route in self.generation.routes.routes]
+
+
+def settle_garbage_collector() -> None:
+    """Move what start-up built (about 100,000 objects of config, libraries and compiled routes) out of the
+    collector's sight and let the young generation grow: full collections otherwise scan all of it every few
+    hundred requests, which measured as a quarter of the CPU and most of the p99 under load."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 50, 100)
 
 
 @contextlib.contextmanager

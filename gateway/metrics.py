@@ -124,7 +124,7 @@ class MetricsMiddleware:
             metrics.in_flight.dec()
             route = getattr(scope.get("route"), "name", None) or UNMATCHED
             method = scope["method"] if scope["method"] in _METHODS else "OTHER"
-            status_class = _STATUS_CLASSES[status // 100] if 1 <= status // 100 <= 5 else "other"
+            status_class = _STATUS_CLASSES.get(status // 100, "other")
             counted = self._counted.get((route, method, status_class))
             if counted is None:
                 counted = self._counted[route, method, status_class] = metrics.requests.labels(
@@ -149,6 +149,8 @@ class MeteredTransport:
         self.inner = inner
         self.upstream = upstream
         self.metrics = metrics
+        self._timed = metrics.upstream_duration.labels(upstream)
+        self._counted: dict[str, Any] = {}  # outcome -> labelled child
 
     async def start(self) -> None:
         await self.inner.start()
@@ -161,9 +163,15 @@ class MeteredTransport:
         try:
             response = await self.inner.send(method, url, headers, body)
         except UpstreamError as exc:
-            self.metrics.upstream_requests.labels(self.upstream, _ERROR_KINDS.get(type(exc).__name__, "error")).inc()
+            self._count(_ERROR_KINDS.get(type(exc).__name__, "error"))
             raise
         finally:
-            self.metrics.upstream_duration.labels(self.upstream).observe(time.perf_counter() - started)
-        self.metrics.upstream_requests.labels(self.upstream, f"{response.status // 100}xx").inc()
+            self._timed.observe(time.perf_counter() - started)
+        self._count(_STATUS_CLASSES.get(response.status // 100, "other"))
         return response
+
+    def _count(self, outcome: str) -> None:
+        counted = self._counted.get(outcome)
+        if counted is None:
+            counted = self._counted[outcome] = self.metrics.upstream_requests.labels(self.upstream, outcome)
+        counted.inc()

@@ -13,8 +13,7 @@ ASGI apps. Both map their failures onto one hierarchy, so the proxy answers 502/
 
 import asyncio
 import errno
-from collections.abc import AsyncIterable, AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -92,24 +91,21 @@ class Transport(Protocol):
 _AIOHTTP_SKIP_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 
 
-@contextmanager
-def _aiohttp_errors() -> Iterator[None]:
-    try:
-        yield
-    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-        raise UpstreamTimeout(str(exc) or "timed out") from exc
-    except aiohttp.ClientResponseError as exc:  # includes malformed status lines and headers
-        raise UpstreamBadResponse(str(exc)) from exc
-    except aiohttp.ClientPayloadError as exc:
-        raise UpstreamBadResponse(str(exc)) from exc
-    except (aiohttp.ServerDisconnectedError, ConnectionResetError, BrokenPipeError) as exc:
-        raise UpstreamDisconnected(str(exc) or type(exc).__name__) from exc
-    except aiohttp.ClientOSError as exc:
-        if exc.errno in (errno.ECONNRESET, errno.EPIPE):
-            raise UpstreamDisconnected(str(exc)) from exc
-        raise UpstreamUnreachable(str(exc) or type(exc).__name__) from exc
-    except (aiohttp.ClientError, OSError) as exc:
-        raise UpstreamUnreachable(str(exc) or type(exc).__name__) from exc
+# Everything aiohttp raises for a failed exchange (ServerTimeoutError is both a ClientError and a TimeoutError).
+_AIOHTTP_FAILURES = (aiohttp.ClientError, OSError)
+
+
+def _from_aiohttp(exc: BaseException) -> UpstreamError:
+    """The hierarchy's error for an aiohttp failure (a function, not a context manager: zero-cost on success)."""
+    message = str(exc) or type(exc).__name__
+    if isinstance(exc, TimeoutError):
+        return UpstreamTimeout(message)
+    if isinstance(exc, aiohttp.ClientResponseError | aiohttp.ClientPayloadError):  # malformed status or headers
+        return UpstreamBadResponse(message)
+    reset = isinstance(exc, aiohttp.ClientOSError) and exc.errno in (errno.ECONNRESET, errno.EPIPE)
+    if reset or isinstance(exc, aiohttp.ServerDisconnectedError | ConnectionResetError | BrokenPipeError):
+        return UpstreamDisconnected(message)
+    return UpstreamUnreachable(message)
 
 
 class _AiohttpResponse:
@@ -122,13 +118,17 @@ class _AiohttpResponse:
         self.content_length = response.content_length
 
     async def read(self) -> bytes:
-        with _aiohttp_errors():
+        try:
             return await self._response.read()
+        except _AIOHTTP_FAILURES as exc:
+            raise _from_aiohttp(exc) from exc
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        with _aiohttp_errors():
+        try:
             async for chunk in self._response.content.iter_any():
                 yield chunk
+        except _AIOHTTP_FAILURES as exc:
+            raise _from_aiohttp(exc) from exc
 
     async def close(self) -> None:
         self._response.release()
@@ -161,10 +161,12 @@ class AiohttpTransport:
         if self._session is None:
             raise RuntimeError("transport used before start(): run the app's lifespan")
         fields = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in headers]
-        with _aiohttp_errors():
+        try:
             response = await self._session.request(
                 method, URL(url, encoded=True), headers=fields, data=body or None, allow_redirects=False
             )
+        except _AIOHTTP_FAILURES as exc:
+            raise _from_aiohttp(exc) from exc
         return _AiohttpResponse(response)
 
     async def aclose(self) -> None:
@@ -176,20 +178,20 @@ class AiohttpTransport:
 # httpx -----------------------------------------------------------------------------------------------------
 
 
-@contextmanager
-def _httpx_errors() -> Iterator[None]:
-    try:
-        yield
-    except (TimeoutError, httpx.TimeoutException) as exc:
-        raise UpstreamTimeout(str(exc) or "timed out") from exc
-    except httpx.RemoteProtocolError as exc:
-        if "without sending a response" in str(exc):  # httpcore's wording for a connection closed early
-            raise UpstreamDisconnected(str(exc)) from exc
-        raise UpstreamBadResponse(str(exc)) from exc
-    except httpx.ReadError as exc:
-        raise UpstreamDisconnected(str(exc) or type(exc).__name__) from exc
-    except (httpx.TransportError, OSError) as exc:
-        raise UpstreamUnreachable(str(exc) or type(exc).__name__) from exc
+_HTTPX_FAILURES = (httpx.TransportError, OSError)  # TimeoutError is an OSError
+
+
+def _from_httpx(exc: BaseException) -> UpstreamError:
+    message = str(exc) or type(exc).__name__
+    if isinstance(exc, TimeoutError | httpx.TimeoutException):
+        return UpstreamTimeout(message)
+    if isinstance(exc, httpx.RemoteProtocolError):
+        if "without sending a response" in message:  # httpcore's wording for a connection closed early
+            return UpstreamDisconnected(message)
+        return UpstreamBadResponse(message)
+    if isinstance(exc, httpx.ReadError):
+        return UpstreamDisconnected(message)
+    return UpstreamUnreachable(message)
 
 
 class _HttpxResponse:
@@ -203,13 +205,17 @@ class _HttpxResponse:
         self.content_length = int(length) if length is not None and length.isdigit() else None
 
     async def read(self) -> bytes:
-        with _httpx_errors():
+        try:
             return b"".join([chunk async for chunk in self._response.aiter_raw()])
+        except _HTTPX_FAILURES as exc:
+            raise _from_httpx(exc) from exc
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        with _httpx_errors():
+        try:
             async for chunk in self._response.aiter_raw():
                 yield chunk
+        except _HTTPX_FAILURES as exc:
+            raise _from_httpx(exc) from exc
 
     async def close(self) -> None:
         await self._response.aclose()
@@ -241,12 +247,14 @@ class HttpxTransport:
 
     async def send(self, method: str, url: str, headers: RawHeaders, body: Body) -> UpstreamResponse:
         request = httpx.Request(method, url, headers=headers, content=body, extensions=self._extensions)
-        with _httpx_errors():
+        try:
             if self._in_process:  # an in-process app has no socket timeouts to trip
                 async with asyncio.timeout(self._app_timeout):
                     response = await self._transport.handle_async_request(request)
             else:
                 response = await self._transport.handle_async_request(request)
+        except _HTTPX_FAILURES as exc:
+            raise _from_httpx(exc) from exc
         return _HttpxResponse(response)
 
     async def aclose(self) -> None:

@@ -3,11 +3,15 @@
 Fields come from the request, from the response as sent, and from what inner layers recorded in
 `scope["state"]` (request_id, upstream, cache_status). The trace and span ids are those of the current
 OpenTelemetry span, so a log line leads to its trace.
+
+Lines go to `write`: by default the `access` logger, or anything that takes a line, such as a buffered
+stream's `write`, which costs a fraction of a logging record per request (the gateway does that).
 """
 
 import json
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -20,16 +24,16 @@ AccessLogFormat = Literal["json", "text"]
 
 class AccessLogMiddleware:
     def __init__(
-        self, app: ASGIApp, *, logger: logging.Logger | None = None, log_format: AccessLogFormat = "json"
+        self, app: ASGIApp, *, write: Callable[[str], object] | None = None, log_format: AccessLogFormat = "json"
     ) -> None:
         if log_format not in ("json", "text"):
             raise ValueError(f"log_format must be 'json' or 'text', got {log_format!r}")
         self.app = app
-        self.logger = logger or logging.getLogger("access")
+        self.write = write or logging.getLogger("access").info
         self.log_format = log_format
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.logger.isEnabledFor(logging.INFO):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
@@ -47,7 +51,7 @@ class AccessLogMiddleware:
         try:
             await self.app(scope, receive, recording_send)
         finally:
-            self.logger.info(self._line(scope, status, sent, time.perf_counter() - started))
+            self.write(self._line(scope, status, sent, time.perf_counter() - started))
 
     def _line(self, scope: Scope, status: int, sent: int, duration: float) -> str:
         state = scope.get("state", {})

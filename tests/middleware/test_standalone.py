@@ -68,7 +68,7 @@ async def test_request_id_reaches_the_endpoint_and_the_client() -> None:
 async def test_access_log_on_a_plain_app(caplog: pytest.LogCaptureFixture) -> None:
     logger = logging.getLogger("test.access")
     caplog.set_level(logging.INFO, logger="test.access")
-    app = app_with(Middleware(RequestIdMiddleware), Middleware(AccessLogMiddleware, logger=logger))
+    app = app_with(Middleware(RequestIdMiddleware), Middleware(AccessLogMiddleware, write=logger.info))
     await get(app, "/items/9", headers={"X-Request-ID": "r-9"})
     line = json.loads(caplog.records[-1].getMessage())
     assert (line["route"], line["status"], line["request_id"], line["bytes"]) == (
