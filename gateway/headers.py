@@ -21,17 +21,20 @@ _REPLACED = frozenset({b"host", b"x-forwarded-proto", b"x-forwarded-host"})
 
 @dataclass(frozen=True, slots=True)
 class HeaderRules:
-    """A route's own edits: drop `remove` (and what `set` replaces), then append `set` and `add`."""
+    """A route's own edits: drop `remove` (and what `set` replaces), then append `set` and `add`.
 
-    remove: frozenset[bytes] = frozenset()
-    append: tuple[tuple[bytes, bytes], ...] = ()
+    The full sets of names dropped on the way up and down are prepared here, once per route."""
+
+    upstream_drop: frozenset[bytes]
+    client_drop: frozenset[bytes]
+    append: tuple[tuple[bytes, bytes], ...]
 
     @classmethod
     def build(cls, remove: Iterable[str], set_: dict[str, str], add: dict[str, str]) -> "HeaderRules":
         names = {name.lower().encode("latin-1") for name in remove} | {name.lower().encode("latin-1") for name in set_}
         append = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in set_.items()]
         append += [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in add.items()]
-        return cls(frozenset(names), tuple(append))
+        return cls(HOP_BY_HOP | _REPLACED | names, HOP_BY_HOP | frozenset(names), tuple(append))
 
 
 def connection_tokens(headers: RawHeaders) -> frozenset[bytes]:
@@ -49,7 +52,7 @@ def upstream_request_headers(
     rules: HeaderRules,
 ) -> RawHeaders:
     """The client's header fields as the upstream should see them."""
-    drop = HOP_BY_HOP | _REPLACED | rules.remove
+    drop = rules.upstream_drop
     if any(name == b"connection" for name, _ in headers):
         drop |= connection_tokens(headers)
     forwarded_for: list[bytes] = []
@@ -92,7 +95,7 @@ def client_response_headers(headers: RawHeaders, rules: HeaderRules) -> RawHeade
     would duplicate the upstream's.
     """
     lowered = [(name.lower(), value) for name, value in headers]
-    drop = HOP_BY_HOP | rules.remove
+    drop = rules.client_drop
     if any(name == b"connection" for name, _ in lowered):
         drop |= connection_tokens(lowered)
     result = [(name, value) for name, value in lowered if name not in drop]
@@ -114,4 +117,4 @@ def current_http_date() -> bytes:
     return _date_cache[1]
 
 
-NO_RULES = HeaderRules()
+NO_RULES = HeaderRules.build((), {}, {})
