@@ -13,6 +13,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from config.errors import ConfigError, ConfigIssue, error_message
 
 ENV_PREFIX = "GATEWAY_"
+# prometheus-client's own variable: where several worker processes keep their counts (set by `gateway run`)
+PROMETHEUS_MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 NESTED_DELIMITER = "__"
 
 Seconds = Annotated[float, Field(gt=0)]

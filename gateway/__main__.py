@@ -13,9 +13,8 @@ import uvicorn
 from config.errors import ConfigError
 from config.loader import load_route_file
 from config.routes import RouteFile
-from config.settings import ENV_PREFIX, Settings, load_settings
+from config.settings import ENV_PREFIX, PROMETHEUS_MULTIPROC_DIR as MULTIPROCESS_DIR, Settings, load_settings
 from gateway.logs import log_config
-from gateway.metrics import MULTIPROCESS_DIR
 
 EXIT_INVALID = 1  # `gateway check`: the files are wrong
 EXIT_CONFIG = 2  # `gateway run`: cannot start with this configuration

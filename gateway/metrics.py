@@ -16,13 +16,13 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from starlette.requests import Request
 from starlette.responses import Response
 
+from config.settings import PROMETHEUS_MULTIPROC_DIR
 from flags.model import EvaluationContext
 from flags.resolution import Resolution
 from gateway.headers import RawHeaders
 from gateway.upstreams import Body, Transport, UpstreamError, UpstreamResponse
 from middleware.types import ASGIApp, Message, Receive, Scope, Send
 
-MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"  # set by `gateway run` for several workers
 UNMATCHED = "(unmatched)"
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _STATUS_CLASSES = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
@@ -68,7 +68,7 @@ class Metrics:
         self.reloads = Counter("gateway_config_reloads", "Route file reloads", ["result"], registry=registry)
 
     def exposition(self) -> bytes:
-        if os.environ.get(MULTIPROCESS_DIR):
+        if os.environ.get(PROMETHEUS_MULTIPROC_DIR):
             registry = CollectorRegistry()
             MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             return generate_latest(registry)
@@ -88,7 +88,7 @@ class Metrics:
 
     def process_ended(self) -> None:
         """A worker's live gauges stop counting once it is gone."""
-        if os.environ.get(MULTIPROCESS_DIR):
+        if os.environ.get(PROMETHEUS_MULTIPROC_DIR):
             mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
 
