@@ -13,7 +13,7 @@ import uvicorn
 from config.errors import ConfigError
 from config.loader import load_route_file
 from config.routes import RouteFile
-from config.settings import ENV_PREFIX, PROMETHEUS_MULTIPROC_DIR as MULTIPROCESS_DIR, Settings, load_settings
+from config.settings import ENV_PREFIX, PROMETHEUS_MULTIPROC_DIR, Settings, load_settings
 from gateway.logs import log_config
 
 EXIT_INVALID = 1  # `gateway check`: the files are wrong
@@ -103,17 +103,17 @@ def run_server(overrides: dict[str, object]) -> int:
 def shared_metrics_directory(workers: int) -> Iterator[None]:
     """Several workers count into files of one directory, which every scrape adds up (prometheus-client's
     multiprocess mode). An operator's own PROMETHEUS_MULTIPROC_DIR is used as it is; ours is removed after."""
-    if not os.environ.get(MULTIPROCESS_DIR):
-        os.environ.pop(MULTIPROCESS_DIR, None)  # set but empty, prometheus-client would write to the cwd
-    if workers == 1 or MULTIPROCESS_DIR in os.environ:
+    if not os.environ.get(PROMETHEUS_MULTIPROC_DIR):
+        os.environ.pop(PROMETHEUS_MULTIPROC_DIR, None)  # set but empty, prometheus-client would write to the cwd
+    if workers == 1 or PROMETHEUS_MULTIPROC_DIR in os.environ:
         yield
         return
     with tempfile.TemporaryDirectory(prefix="gateway-metrics-") as directory:
-        os.environ[MULTIPROCESS_DIR] = directory  # before any worker imports prometheus_client
+        os.environ[PROMETHEUS_MULTIPROC_DIR] = directory  # before any worker imports prometheus_client
         try:
             yield
         finally:
-            del os.environ[MULTIPROCESS_DIR]
+            del os.environ[PROMETHEUS_MULTIPROC_DIR]
 
 
 def serve(settings: Settings) -> None:
