@@ -37,7 +37,7 @@ from gateway.caching import build_store
 from gateway.chains import RouteDependencies
 from gateway.flagwiring import build_flags, flag_span_event
 from gateway.health import Health
-from gateway.logs import flush_access_lines, write_access_line
+from gateway.logs import AccessLines
 from gateway.metrics import MeteredTransport, Metrics, MetricsMiddleware
 from gateway.routing import GatewayRouter, compile_routes, own_app
 from gateway.telemetry import TracedTransport, build_tracer_provider, server_span_attributes
@@ -102,6 +102,7 @@ class Gateway:
             self.flags.resolver.add_hook(flag_span_event)
         self.fanout_limit = asyncio.Semaphore(settings.fanout_max_in_flight)
         self.metrics = Metrics()
+        self.access_lines = AccessLines()
         self.flags.resolver.add_hook(self.metrics.flag_evaluated)
         if self.flags.live is not None:
             live = self.flags.live
@@ -170,7 +171,7 @@ class Gateway:
                 if self.settings.watch_routes:
                     tasks.start_soon(self._watch_routes, sighup)
                 if self.settings.access_log != "off":
-                    tasks.start_soon(flush_access_lines)
+                    tasks.start_soon(self.access_lines.flush_every_second)
 
     async def _close_upstreams(self) -> None:
         for cache in self.generation.caches:
@@ -312,7 +313,9 @@ class Gateway:
         layers.append(Middleware(RequestIdMiddleware, header=settings.request_id_header))
         layers.append(Middleware(MetricsMiddleware, metrics=self.metrics))
         if settings.access_log != "off":
-            layers.append(Middleware(AccessLogMiddleware, write=write_access_line, log_format=settings.access_log))
+            layers.append(
+                Middleware(AccessLogMiddleware, write=self.access_lines.write, log_format=settings.access_log)
+            )
         for cls, args, kwargs in reversed(layers):
             app = cls(app, *args, **kwargs)
         return app

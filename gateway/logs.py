@@ -1,28 +1,32 @@
 """Logging for `gateway run`, and the access log: one line per request on stdout, instead of the server's.
 
-Access lines skip the logging machinery (a record, handler locks and a flush per request measured about
-30 µs); they go through stdout's buffer, which the gateway flushes every second.
+Access lines skip the logging machinery (a record, handler locks and a flush per request) and stdout's own
+object, which PYTHONUNBUFFERED (set in most container images) turns into a system call per line: together
+about 25 µs a request. They go into a buffer of their own on stdout's file descriptor, flushed every second.
 """
 
 import asyncio
 import sys
-from typing import Any
+from typing import Any, BinaryIO
 
 ACCESS_FLUSH_SECONDS = 1.0
 
 
-def write_access_line(line: str) -> None:
-    sys.stdout.write(line + "\n")
+class AccessLines:
+    def __init__(self, stream: BinaryIO | None = None) -> None:
+        self._stream = stream or open(sys.stdout.fileno(), "wb", buffering=1 << 16, closefd=False)  # noqa: SIM115
 
+    def write(self, line: str) -> None:
+        self._stream.write(line.encode() + b"\n")
 
-async def flush_access_lines() -> None:
-    """Until cancelled: lines reach the log within a second even when traffic is too low to fill the buffer."""
-    try:
-        while True:
-            await asyncio.sleep(ACCESS_FLUSH_SECONDS)
-            sys.stdout.flush()
-    finally:
-        sys.stdout.flush()
+    async def flush_every_second(self) -> None:
+        """Until cancelled: lines reach the log within a second even when too few to fill the buffer."""
+        try:
+            while True:
+                await asyncio.sleep(ACCESS_FLUSH_SECONDS)
+                self._stream.flush()
+        finally:
+            self._stream.flush()
 
 
 def log_config(level: str) -> dict[str, Any]:

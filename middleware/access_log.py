@@ -8,11 +8,10 @@ Lines go to `write`: by default the `access` logger, or anything that takes a li
 stream's `write`, which costs a fraction of a logging record per request (the gateway does that).
 """
 
-import json
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from json.encoder import encode_basestring_ascii
 from typing import Literal
 
 from opentelemetry import trace
@@ -56,20 +55,43 @@ class AccessLogMiddleware:
     def _line(self, scope: Scope, status: int, sent: int, duration: float) -> str:
         state = scope.get("state", {})
         context = trace.get_current_span().get_span_context()
-        fields: dict[str, object] = {
-            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
-            "method": scope["method"],
-            "route": getattr(scope.get("route"), "path_format", None),
-            "path": scope["path"],
-            "status": status,
-            "duration_ms": round(duration * 1000, 3),
-            "bytes": sent,
-            "upstream": state.get("upstream"),
-            "cache": state.get("cache_status"),
-            "request_id": state.get("request_id"),
-            "trace_id": f"{context.trace_id:032x}" if context.is_valid else None,
-            "span_id": f"{context.span_id:016x}" if context.is_valid else None,
-        }
+        valid = context.is_valid
+        fields: tuple[tuple[str, str | int | float | None], ...] = (
+            ("time", _timestamp()),
+            ("method", scope["method"]),
+            ("route", getattr(scope.get("route"), "path_format", None)),
+            ("path", scope["path"]),
+            ("status", status),
+            ("duration_ms", round(duration * 1000, 3)),
+            ("bytes", sent),
+            ("upstream", state.get("upstream")),
+            ("cache", state.get("cache_status")),
+            ("request_id", state.get("request_id")),
+            ("trace_id", f"{context.trace_id:032x}" if valid else None),
+            ("span_id", f"{context.span_id:016x}" if valid else None),
+        )
         if self.log_format == "json":
-            return json.dumps(fields, separators=(",", ":"))
-        return " ".join(f"{key}={'-' if value is None else value}" for key, value in fields.items())
+            return "{" + ",".join(f'"{key}":{_json(value)}' for key, value in fields) + "}"
+        return " ".join(f"{key}={'-' if value is None else value}" for key, value in fields)
+
+
+def _json(value: str | int | float | None) -> str:
+    """One JSON value; the C string escaper alone costs a fraction of json.dumps on a whole dict."""
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return encode_basestring_ascii(value)
+    return str(value)
+
+
+_second: tuple[int, str] = (-1, "")
+
+
+def _timestamp() -> str:
+    """ISO 8601 UTC with milliseconds; the part up to the second is formatted once per second."""
+    global _second
+    now = time.time()
+    second = int(now)
+    if second != _second[0]:
+        _second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return f"{_second[1]}.{int((now - second) * 1000):03d}+00:00"

@@ -53,7 +53,7 @@ async def test_request_id_is_generated_when_absent(make_gateway: GatewayFactory)
 
 
 async def test_access_log_line_carries_request_and_trace_ids(
-    make_gateway: GatewayFactory, capsys: pytest.CaptureFixture[str]
+    make_gateway: GatewayFactory, capfd: pytest.CaptureFixture[str]
 ) -> None:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
@@ -61,7 +61,7 @@ async def test_access_log_line_carries_request_and_trace_ids(
     app = make_gateway(ROUTES, upstreams={"users": echo}, tracer_provider=provider)
     async with client_for(app) as client:
         response = await client.get("/api/users/1?x=1", headers={"X-Request-ID": "req-1"})
-    [line] = [json.loads(text) for text in capsys.readouterr().out.splitlines()]
+    [line] = [json.loads(text) for text in capfd.readouterr().out.splitlines()]
     server = next(span for span in exporter.get_finished_spans() if span.kind == SpanKind.SERVER)
     assert line["request_id"] == "req-1"
     assert line["trace_id"] == f"{server.context.trace_id:032x}"
@@ -78,13 +78,13 @@ async def test_access_log_line_carries_request_and_trace_ids(
     assert line["duration_ms"] > 0
 
 
-async def test_access_log_in_text_and_off(make_gateway: GatewayFactory, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_access_log_in_text_and_off(make_gateway: GatewayFactory, capfd: pytest.CaptureFixture[str]) -> None:
     text = make_gateway(ROUTES, upstreams={"users": echo}, access_log="text")
     off = make_gateway(ROUTES, upstreams={"users": echo}, access_log="off")
     async with client_for(text) as client:
         await client.get("/nowhere", headers={"X-Request-ID": "r2"})
     async with client_for(off) as client:
         await client.get("/nowhere")
-    [message] = capsys.readouterr().out.splitlines()
+    [message] = capfd.readouterr().out.splitlines()
     assert "method=GET route=- path=/nowhere status=404" in message
     assert "request_id=r2 trace_id=- span_id=-" in message

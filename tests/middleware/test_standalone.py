@@ -2,6 +2,7 @@
 
 import json
 import logging
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -71,6 +72,9 @@ async def test_access_log_on_a_plain_app(caplog: pytest.LogCaptureFixture) -> No
     app = app_with(Middleware(RequestIdMiddleware), Middleware(AccessLogMiddleware, write=logger.info))
     await get(app, "/items/9", headers={"X-Request-ID": "r-9"})
     line = json.loads(caplog.records[-1].getMessage())
+    logged_at = datetime.fromisoformat(line["time"])
+    assert logged_at.utcoffset() == timedelta(0)
+    assert abs(datetime.now(UTC) - logged_at) < timedelta(minutes=1)
     assert (line["route"], line["status"], line["request_id"], line["bytes"]) == (
         "/items/{id}",
         200,
