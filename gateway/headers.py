@@ -15,8 +15,9 @@ RawHeaders = list[tuple[bytes, bytes]]
 HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade"}
 )
-# Replaced by this hop's own values (X-Forwarded-For and Forwarded are appended to instead).
+# Replaced by this hop's own values, or appended to (X-Forwarded-For and Forwarded).
 _REPLACED = frozenset({b"host", b"x-forwarded-proto", b"x-forwarded-host"})
+_APPENDED = frozenset({b"x-forwarded-for", b"forwarded"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +35,7 @@ class HeaderRules:
         names = {name.lower().encode("latin-1") for name in remove} | {name.lower().encode("latin-1") for name in set_}
         append = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in set_.items()]
         append += [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in add.items()]
-        return cls(HOP_BY_HOP | _REPLACED | names, HOP_BY_HOP | frozenset(names), tuple(append))
+        return cls(HOP_BY_HOP | _REPLACED | _APPENDED | names, HOP_BY_HOP | frozenset(names), tuple(append))
 
 
 def connection_tokens(headers: RawHeaders) -> frozenset[bytes]:
@@ -51,23 +52,28 @@ def upstream_request_headers(
     client: tuple[str, int] | None,
     rules: HeaderRules,
 ) -> RawHeaders:
-    """The client's header fields as the upstream should see them."""
+    """The client's header fields as the upstream should see them (one pass; fields that `Connection`
+    names, rare, are taken out afterwards)."""
     drop = rules.upstream_drop
-    if any(name == b"connection" for name, _ in headers):
-        drop |= connection_tokens(headers)
     forwarded_for: list[bytes] = []
     forwarded: list[bytes] = []
     original_host = b""
+    named_by_connection = False
     result: RawHeaders = []
     for name, value in headers:  # ASGI servers lower-case field names
-        if name == b"x-forwarded-for":
+        if name not in drop:
+            result.append((name, value))
+        elif name == b"x-forwarded-for":
             forwarded_for.append(value)
         elif name == b"forwarded":
             forwarded.append(value)
         elif name == b"host":
             original_host = value
-        elif name not in drop:
-            result.append((name, value))
+        elif name == b"connection":
+            named_by_connection = True
+    if named_by_connection:
+        tokens = connection_tokens(headers)
+        result = [(name, value) for name, value in result if name not in tokens]
     proto = scheme.encode("latin-1")
     result.append((b"host", host))
     if client is not None:
@@ -94,12 +100,20 @@ def client_response_headers(headers: RawHeaders, rules: HeaderRules) -> RawHeade
     A response without Date gets one (RFC 9110 §6.6.1); the server is told not to add its own, which
     would duplicate the upstream's.
     """
-    lowered = [(name.lower(), value) for name, value in headers]
     drop = rules.client_drop
-    if any(name == b"connection" for name, _ in lowered):
-        drop |= connection_tokens(lowered)
-    result = [(name, value) for name, value in lowered if name not in drop]
-    if not any(name == b"date" for name, _ in result):
+    result: RawHeaders = []
+    dated = named_by_connection = False
+    for raw_name, value in headers:
+        name = raw_name.lower()
+        if name not in drop:
+            result.append((name, value))
+            dated = dated or name == b"date"
+        elif name == b"connection":
+            named_by_connection = True
+    if named_by_connection:
+        tokens = connection_tokens([(name.lower(), value) for name, value in headers])
+        result = [(name, value) for name, value in result if name not in tokens]
+    if not dated:
         result.append((b"date", current_http_date()))
     result.extend(rules.append)
     return result

@@ -66,14 +66,21 @@ class PathRewrite:
         return "".join(out)
 
 
-def declared_length(headers: RawHeaders) -> int | None:
-    """Content-Length, or None when absent; a malformed or contradictory one is a bad request (RFC 9112 §6.3)."""
-    values = [value for name, value in headers if name == b"content-length"]
-    if not values:
-        return None
-    if len(set(values)) != 1 or not values[0].isdigit():
+def body_framing(headers: RawHeaders) -> tuple[int | None, bool]:
+    """Content-Length (None when absent) and whether Transfer-Encoding is present; a malformed or
+    contradictory length is a bad request (RFC 9112 §6.3)."""
+    lengths: list[bytes] = []
+    encoded = False
+    for name, value in headers:
+        if name == b"content-length":
+            lengths.append(value)
+        elif name == b"transfer-encoding":
+            encoded = True
+    if not lengths:
+        return None, encoded
+    if len(set(lengths)) != 1 or not lengths[0].isdigit():
         raise BadRequestBody("malformed Content-Length")
-    return int(values[0])
+    return int(lengths[0]), encoded
 
 
 async def read_whole(receive: Receive, limit: int) -> bytes:
@@ -169,10 +176,10 @@ class ProxyHandler:
         headers: RawHeaders = scope["headers"]
         body: Body
         try:
-            length = declared_length(headers)
+            length, encoded = body_framing(headers)
             if length is not None and self.max_body_bytes and length > self.max_body_bytes:
                 raise BodyTooLarge
-            if length is None and not any(name == b"transfer-encoding" for name, _ in headers):
+            if length is None and not encoded:
                 body = b""  # neither Content-Length nor Transfer-Encoding: no body (RFC 9112 §6.3)
             elif length is not None and length <= WHOLE_BODY_BYTES:
                 body = await read_whole(receive, self.max_body_bytes)
