@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.servers import gateway_process, serve
+from tests.servers import bound_socket, gateway_process, serve
 from tests.upstreams import Stalling, echo, streaming
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
@@ -76,3 +76,39 @@ async def test_sigterm_lets_a_request_in_flight_finish(tmp_path: Path) -> None:
                 returncode = await process.wait()
     assert (response.status_code, response.text) == (200, "late")
     assert returncode == -signal.SIGTERM  # uvicorn re-raises the signal once it has shut down gracefully
+
+
+async def test_granian_serves_the_same_app(tmp_path: Path) -> None:
+    async with serve(echo) as url:
+        routes = tmp_path / "routes.yaml"
+        routes.write_text(f'upstreams:\n  echo: {{url: "{url}"}}\nroutes:\n  - {{path: /echo, upstream: echo}}\n')
+        free = bound_socket()
+        port = str(free.getsockname()[1])
+        free.close()  # granian binds it itself
+        command = [
+            sys.executable,
+            "-m",
+            "gateway",
+            "run",
+            "--routes",
+            str(routes),
+            "--server",
+            "granian",
+            "--port",
+            port,
+        ]
+        process = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE)
+        assert process.stdout is not None
+        try:
+            async with asyncio.timeout(30):
+                while b"Started worker" not in (line := await process.stdout.readline()):  # granian logs on stdout
+                    assert line, "granian exited before serving"
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                response = await client.get("/echo?x=1")
+                health = await client.get("/_gateway/health")
+        finally:
+            process.terminate()
+            await process.communicate()
+    assert (response.status_code, response.json()["query"]) == (200, "x=1")
+    assert health.status_code == 200
+    assert len(response.headers.get_list("date")) == 1
