@@ -4,11 +4,13 @@ Every process is started in a session of its own, pinned with taskset, and stopp
 wrk runs for a bounded time; while it runs, the system under test's RSS is sampled from /proc.
 """
 
+import hashlib
 import os
 import re
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -59,6 +61,12 @@ class Processes:
             )
         self._started.append(process)
         return process.pid
+
+    def stop(self, pid: int) -> None:
+        """Stop one process (and its group) before the others, e.g. so it flushes what it holds."""
+        for process in [process for process in self._started if process.pid == pid]:
+            _stop_group(process)
+            self._started.remove(process)
 
     def stop_all(self) -> None:
         for process in reversed(self._started):
@@ -254,14 +262,78 @@ def parse_wrk(output: str) -> Load:
     )
 
 
-# upstream connections --------------------------------------------------------------------------------------
+# upstream connections and requests ------------------------------------------------------------------------
 
 
-def nginx_accepts(status_url: str) -> int:
-    """Connections nginx has accepted so far (stub_status); this query's own connection is one of them."""
+@dataclass(frozen=True, slots=True)
+class OriginCounters:
+    """nginx's stub_status counters; the query reading them is itself one accepted connection and one request."""
+
+    accepts: int
+    requests: int
+
+    def since(self, before: "OriginCounters") -> "OriginCounters":
+        """What happened between two readings, less the later reading's own connection and request."""
+        return OriginCounters(self.accepts - before.accepts - 1, self.requests - before.requests - 1)
+
+
+def nginx_counters(status_url: str) -> OriginCounters:
     with urllib.request.urlopen(status_url, timeout=5) as response:
         text = response.read().decode()
-    match = re.search(r"server accepts handled requests\s+(\d+)", text)
+    match = re.search(r"server accepts handled requests\s+(\d+)\s+\d+\s+(\d+)", text)
     if match is None:
         raise ValueError(f"unexpected stub_status answer: {text!r}")
-    return int(match.group(1))
+    return OriginCounters(int(match.group(1)), int(match.group(2)))
+
+
+# one large download ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Download:
+    status: int
+    size: int
+    sha256: str
+    seconds: float
+    rss_before_bytes: int  # the serving process tree just before the request
+    peak_rss_bytes: int  # and its peak while the body moved
+
+    @property
+    def rss_growth_bytes(self) -> int:
+        return self.peak_rss_bytes - self.rss_before_bytes
+
+
+def download(url: str, *, sample_pid: int, bytes_per_second: float | None = None) -> Download:
+    """GET `url` and read the body in 64 KiB pieces (no faster than `bytes_per_second` when given, so a server
+    that ignores back-pressure would have to hold what the reader has not taken), sampling the RSS of
+    `sample_pid`'s tree every 10 ms meanwhile."""
+    peak = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, sum(rss_bytes(process_tree(sample_pid))))
+            done.wait(0.01)
+
+    before = sum(rss_bytes(process_tree(sample_pid)))
+    sampler = threading.Thread(target=sample, daemon=True)
+    digest = hashlib.sha256()
+    size = 0
+    started = time.monotonic()
+    sampler.start()
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            status = response.status
+            while chunk := response.read(65536):
+                digest.update(chunk)
+                size += len(chunk)
+                if bytes_per_second is not None:
+                    ahead = size / bytes_per_second - (time.monotonic() - started)
+                    if ahead > 0:
+                        time.sleep(ahead)  # pacing the reader, not waiting for a state
+    finally:
+        done.set()
+        sampler.join()
+    seconds = time.monotonic() - started
+    return Download(status, size, digest.hexdigest(), seconds, before, max(peak, before))
