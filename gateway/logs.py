@@ -14,7 +14,7 @@ ACCESS_FLUSH_SECONDS = 1.0
 
 class AccessLines:
     def __init__(self, stream: BinaryIO | None = None) -> None:
-        self._stream = stream or open(sys.stdout.fileno(), "wb", buffering=1 << 16, closefd=False)  # noqa: SIM115
+        self._stream = stream or _stdout_bytes()
 
     def write(self, line: str) -> None:
         self._stream.write(line.encode() + b"\n")
@@ -27,6 +27,14 @@ class AccessLines:
                 self._stream.flush()
         finally:
             self._stream.flush()
+
+
+def _stdout_bytes() -> BinaryIO:
+    """A buffer of our own on stdout's descriptor; where stdout has none (captured, embedded), its own."""
+    try:
+        return open(sys.stdout.fileno(), "wb", buffering=1 << 16, closefd=False)
+    except (AttributeError, OSError):  # io.UnsupportedOperation is an OSError
+        return sys.stdout.buffer
 
 
 def log_config(level: str) -> dict[str, Any]:

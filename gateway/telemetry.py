@@ -78,15 +78,10 @@ class TracedTransport:
         await self.inner.aclose()
 
     async def send(self, method: str, url: str, headers: RawHeaders, body: Body) -> UpstreamResponse:
-        parts = urlsplit(url)
-        attributes: dict[str, AttributeValue] = {
-            "http.request.method": method,
-            "server.address": parts.hostname or "",
-            "server.port": parts.port or (443 if parts.scheme == "https" else 80),
-            "url.full": url,
-            "gateway.upstream": self.upstream,
-        }
-        with self.tracer.start_as_current_span(method, kind=SpanKind.CLIENT, attributes=attributes) as span:
+        with self.tracer.start_as_current_span(method, kind=SpanKind.CLIENT) as span:
+            recording = span.is_recording()  # unsampled: only the context travels, no attributes are built
+            if recording:
+                span.set_attributes(self._attributes(method, url))
             carrier: dict[str, str] = {}
             propagate.inject(carrier)
             outgoing = [(name, value) for name, value in headers if name not in _PROPAGATED]
@@ -94,10 +89,22 @@ class TracedTransport:
             try:
                 response = await self.inner.send(method, url, outgoing, body)
             except UpstreamError as exc:
-                span.set_attribute("error.type", type(exc).__name__)
+                if recording:
+                    span.set_attribute("error.type", type(exc).__name__)
                 raise
-            span.set_attribute("http.response.status_code", response.status)
-            if response.status >= 500:
-                span.set_attribute("error.type", str(response.status))
-                span.set_status(Status(StatusCode.ERROR))
+            if recording:
+                span.set_attribute("http.response.status_code", response.status)
+                if response.status >= 500:
+                    span.set_attribute("error.type", str(response.status))
+                    span.set_status(Status(StatusCode.ERROR))
             return response
+
+    def _attributes(self, method: str, url: str) -> dict[str, AttributeValue]:
+        parts = urlsplit(url)
+        return {
+            "http.request.method": method,
+            "server.address": parts.hostname or "",
+            "server.port": parts.port or (443 if parts.scheme == "https" else 80),
+            "url.full": url,
+            "gateway.upstream": self.upstream,
+        }

@@ -5,12 +5,13 @@ fills `scope["route"]` in the same scope dict; when the response starts, the spa
 `GET /users/{id}` and gets `http.route`, which keeps span names (and anything grouped by them) bounded.
 """
 
+import random
 from collections.abc import Callable, Mapping
-from typing import cast
+from typing import Any, cast
 
-from opentelemetry import trace
-from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
-from opentelemetry.trace import TracerProvider
+from opentelemetry import context, propagate, trace
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware, asgi_getter
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TracerProvider
 from opentelemetry.util.types import AttributeValue
 
 from middleware.types import ASGIApp, Message, Receive, Scope, Send
@@ -24,17 +25,45 @@ def tracing_middleware(
     tracer_provider: TracerProvider,
     excluded_urls: str | None = None,
     scope_attributes: ScopeAttributes | None = None,
+    records_new_traces: bool = True,
 ) -> ASGIApp:
     """A server span per request; receive/send spans off, so a streamed body is not one span per chunk.
 
     `excluded_urls` is a comma-separated list of regular expressions (OTel's format); `scope_attributes`
     adds attributes read from the scope after the app ran (for example what the route recorded in it).
+    Say `records_new_traces=False` when the sampler never records a trace that starts here (a parent-based
+    ratio of 0): requests without a sampled parent then skip the instrumentation, whose per-request work
+    would only feed a span nobody records, and still carry a trace context for the calls they make.
     """
     named = _RouteSpanNamer(app, scope_attributes)
     middleware = OpenTelemetryMiddleware(
         named, tracer_provider=tracer_provider, excluded_urls=excluded_urls, exclude_spans=["receive", "send"]
     )
-    return cast(ASGIApp, middleware)
+    instrumented = cast(ASGIApp, middleware)
+    return instrumented if records_new_traces else _UnrecordedUnlessParented(instrumented, app)
+
+
+class _UnrecordedUnlessParented:
+    def __init__(self, instrumented: ASGIApp, plain: ASGIApp) -> None:
+        self.instrumented = instrumented
+        self.plain = plain
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.instrumented(scope, receive, send)
+            return
+        incoming = propagate.extract(cast(dict[str, Any], scope), getter=asgi_getter)
+        parent = trace.get_current_span(incoming).get_span_context()
+        if parent.is_valid and parent.trace_flags.sampled:
+            await self.instrumented(scope, receive, send)
+            return
+        if not parent.is_valid:  # a new trace, unsampled: the upstream still learns its id
+            parent = SpanContext(random.getrandbits(128), random.getrandbits(64), False, TraceFlags(0))
+        token = context.attach(trace.set_span_in_context(NonRecordingSpan(parent), incoming))
+        try:
+            await self.plain(scope, receive, send)
+        finally:
+            context.detach(token)
 
 
 class _RouteSpanNamer:

@@ -3,6 +3,8 @@
 import asyncio
 import json
 import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -247,26 +249,58 @@ def test_bad_standard_variables_are_named(environ: dict[str, str], message: str)
     assert str(caught.value).startswith(message)
 
 
-@pytest.mark.integration
-async def test_spans_are_exported_over_otlp_http_to_a_real_receiver(tmp_path: Path) -> None:
+@asynccontextmanager
+async def otlp_receiver() -> AsyncIterator[tuple[str, Callable[[], Awaitable[dict]]]]:
+    """A real OTLP/HTTP receiver in its own process; yields its endpoint and a way to await the next span."""
     receiver = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "tests.otlp_receiver", stdout=asyncio.subprocess.PIPE, cwd=Path(__file__).parents[2]
     )
     assert receiver.stdout is not None
-    try:
-        port = (await receiver.stdout.readline()).decode().split()[-1]
-        routes = tmp_path / "routes.yaml"
-        routes.write_text(routes_for("http://users.internal"))
-        otel = OtelSettings(exporter="otlp", endpoint=f"http://127.0.0.1:{port}", service_name="gateway-test")
-        app = build_app(Settings(routes_file=routes, otel=otel), load_route_file(routes), upstream_apps={"users": echo})
-        async with client_for(app) as client:
-            await client.get("/api/users/1")
-        # leaving the lifespan shut the provider down, which flushed the batch
+    stdout = receiver.stdout
+
+    async def next_span() -> dict:
         async with asyncio.timeout(10):
-            received = [json.loads(await receiver.stdout.readline()) for _ in range(2)]
+            return dict(json.loads(await stdout.readline()))
+
+    try:
+        port = (await stdout.readline()).decode().split()[-1]
+        yield f"http://127.0.0.1:{port}", next_span
     finally:
         receiver.terminate()
         await receiver.wait()
+
+
+@pytest.mark.integration
+async def test_spans_are_exported_over_otlp_http_to_a_real_receiver(tmp_path: Path) -> None:
+    async with otlp_receiver() as (endpoint, spans):
+        routes = tmp_path / "routes.yaml"
+        routes.write_text(routes_for("http://users.internal"))
+        otel = OtelSettings(exporter="otlp", endpoint=endpoint, service_name="gateway-test")
+        app = build_app(Settings(routes_file=routes, otel=otel), load_route_file(routes), upstream_apps={"users": echo})
+        async with client_for(app) as client:
+            await client.get("/api/users/1")
+        received = [await spans() for _ in range(2)]  # leaving the lifespan flushed the batch
     assert {span["name"] for span in received} == {"GET /api/users/{id}", "GET"}
     assert {(span["path"], span["service"]) for span in received} == {("/v1/traces", "gateway-test")}
     assert len({span["trace_id"] for span in received}) == 1
+
+
+@pytest.mark.integration
+async def test_at_ratio_zero_only_sampled_parents_are_instrumented_and_every_request_propagates(
+    make_gateway: GatewayFactory,
+) -> None:
+    """Ratio 0 from the settings: requests without a sampled parent skip the instrumentation entirely."""
+    sampled_parent = f"00-{INCOMING_TRACE}-{INCOMING_PARENT}-01"
+    unsampled_parent = f"00-{'a' * 32}-{INCOMING_PARENT}-00"
+    async with otlp_receiver() as (endpoint, spans):
+        otel = {"exporter": "otlp", "endpoint": endpoint, "sample_ratio": 0.0}
+        app = make_gateway(routes_for("http://users.internal"), upstreams={"users": echo}, otel=otel)
+        async with client_for(app) as client:
+            fresh = await client.get("/api/users/1")
+            unsampled = await client.get("/api/users/1", headers={"traceparent": unsampled_parent})
+            sampled = await client.get("/api/users/1", headers={"traceparent": sampled_parent})
+        received = [await spans() for _ in range(2)]  # leaving the lifespan flushed the batch
+    assert int(traceparent_seen(fresh.json()).split("-")[1], 16) != 0
+    assert traceparent_seen(unsampled.json()).split("-")[1] == "a" * 32
+    assert traceparent_seen(sampled.json()).split("-")[1] == INCOMING_TRACE
+    assert {span["trace_id"] for span in received} == {INCOMING_TRACE}
