@@ -1,9 +1,11 @@
 """A route spec becomes its chain once, at start-up: only what its config asks for, in DESIGN.md's order.
 
-    flags -> conditional (ETag, 304, 412) -> cache -> proxy | fan-out
+    flags -> conditional (304) -> cache -> conditional (ETag, 412) -> proxy | fan-out
 
-Conditional handling sits outside the cache, so a fresh entry answers If-None-Match without its body
-being read again or the upstream being asked.
+Conditional reads are answered outside the cache, so a fresh entry answers If-None-Match without the
+upstream being asked; ETags are generated inside it, so the entry stores its tag and is not hashed again on
+every conditional hit, and a revalidation of a generated tag comes back as a 304 that refreshes the entry.
+Without a cache there is one conditional layer doing both.
 """
 
 import asyncio
@@ -48,11 +50,15 @@ class Chain:
 def build_chain(spec: RouteSpec, deps: RouteDependencies) -> Chain:
     caches: list[CacheMiddleware] = []
     app: ASGIApp = fanout_handler(spec.fanout, deps, caches) if spec.fanout is not None else proxy_handler(spec, deps)
-    if spec.cache is not None:
-        app = cached(app, spec.cache, deps.store, caches, key_extras(spec.cache, spec.flag_keys))
     etag = etag_options(spec, deps.etag_settings)
     if etag is not None:
         app = ConditionalMiddleware(app, **etag)
+    if spec.cache is not None:
+        app = cached(app, spec.cache, deps.store, caches, key_extras(spec.cache, spec.flag_keys))
+        if etag is not None:
+            # ETags are made below the cache, so stored entries carry theirs and a conditional hit is answered
+            # without hashing the body again; this layer only compares (writes were evaluated below).
+            app = ConditionalMiddleware(app, generate_etag=False, preconditions="upstream")
     if spec.flag_keys:
         flags = deps.flag_settings
         app = FlagsMiddleware(

@@ -228,3 +228,18 @@ async def test_a_stale_entry_is_revalidated_and_a_304_refreshes_it(
     assert (again.status_code, again.json()) == (200, first.json())
     assert "revalidated" in again.headers["cache-status"] or "fwd=stale" in again.headers["cache-status"]
     assert origin.hits["GET /own-etag/1"] == 2  # the second answer was a 304: no body moved
+
+
+async def test_generated_etags_are_stored_and_revalidate_the_entry(make_gateway: GatewayFactory, origin: Origin) -> None:
+    """The tag is made below the cache: a stale entry is revalidated with it, and an unchanged body
+    comes back as a 304 that refreshes the entry (the upstream itself knows nothing of the tag)."""
+    app = make_gateway(ROUTES, upstreams={"origin": origin})
+    async with client_for(app) as client:
+        first = await client.get("/items/1?cc=max-age=0")
+        again = await client.get("/items/1?cc=max-age=0", headers={"If-None-Match": first.headers["etag"]})
+        origin.versions["1"] = 2
+        changed = await client.get("/items/1?cc=max-age=0")
+    assert again.status_code == 304
+    assert origin.hits["GET /items/1"] == 3  # every request revalidated, the stale entry being kept
+    assert changed.json()["version"] == 2
+    assert changed.headers["etag"] != first.headers["etag"]
