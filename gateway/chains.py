@@ -118,19 +118,19 @@ def proxy_handler(spec: RouteSpec, deps: RouteDependencies) -> ProxyHandler:
 def fanout_handler(spec: FanoutSpec, deps: RouteDependencies, caches: list[CacheMiddleware]) -> FanoutHandler:
     calls: list[FanoutCall] = []
     for name, call in spec.calls.items():
-        app: ASGIApp = ProxyHandler(deps.upstreams[call.upstream])
-        if call.cache is not None:
-            app = cached(app, call.cache, deps.store, caches)
+        upstream = deps.upstreams[call.upstream]
+        cache = cached(ProxyHandler(upstream), call.cache, deps.store, caches) if call.cache is not None else None
         calls.append(
             FanoutCall(
                 name,
-                app,
+                upstream,
                 call.path,
                 method=call.method,
                 required=call.required,
                 timeout=call.timeout,
                 forward=frozenset(header.lower().encode("latin-1") for header in call.forward_headers),
                 after=tuple(sorted({ref for ref, fields in call.references() if ref in spec.calls and fields})),
+                cache=cache,
             )
         )
     return FanoutHandler(

@@ -1,7 +1,8 @@
 """Aggregate routes: several upstream calls, concurrently and bounded, answered as one JSON object.
 
-Each call is an internal GET through the same per-upstream chain a proxy route uses (transport, tracing and,
-where configured, caching), so a branch behaves exactly like the proxied request it stands for.
+Each call goes through the upstream's own transport, with its tracing and metrics, like a proxied request.
+A call with a cache of its own is an internal GET through that cache (an ASGI app); the others go to the
+transport directly, which spares them the ASGI round trip a proxy route needs for a client.
 """
 
 import asyncio
@@ -15,7 +16,8 @@ from opentelemetry import trace
 from starlette.responses import JSONResponse
 
 from gateway.gather import Call, Outcome, gather
-from gateway.headers import RawHeaders
+from gateway.headers import NO_RULES, RawHeaders, upstream_request_headers
+from gateway.upstreams import Upstream, UpstreamTimeout
 from middleware.problem import problem_response
 from middleware.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -32,13 +34,14 @@ class CallFailed(Exception):
 @dataclass(frozen=True, slots=True)
 class FanoutCall:
     name: str
-    app: ASGIApp  # the upstream's chain: proxy, and the call's cache when it has one
+    upstream: Upstream
     template: str
     method: str = "GET"
     required: bool = True
     timeout: float | None = None
     forward: frozenset[bytes] = frozenset()
     after: tuple[str, ...] = ()
+    cache: ASGIApp | None = None  # the call's cache, over a proxy to `upstream`
 
 
 def render(
@@ -128,14 +131,16 @@ class FanoutHandler:
     ) -> Callable[[Mapping[str, Any]], Awaitable[Any]]:
         async def run(answers: Mapping[str, Any]) -> Any:
             target = render(call.template, scope.get("path_params", {}), query, answers)
-            status, headers, body = await call_app(
-                call.app, _call_scope(scope, call, target, self.forward | call.forward)
-            )
+            forward = self.forward | call.forward
+            if call.cache is not None:
+                status, headers, body = await call_app(call.cache, _call_scope(scope, call, target, forward))
+            else:
+                status, headers, body = await _fetch(call, scope, target, forward)
             if status == 504:
                 raise TimeoutError("upstream timed out")
             if not 200 <= status < 300:
                 raise CallFailed(f"upstream answered {status}")
-            content_type = next((value for name, value in headers if name == b"content-type"), b"").lower()
+            content_type = next((value for name, value in headers if name.lower() == b"content-type"), b"").lower()
             if not (content_type.startswith(b"application/json") or b"+json" in content_type):
                 raise CallFailed(f"not JSON (content-type {content_type.decode('latin-1') or 'missing'})")
             try:
@@ -159,6 +164,26 @@ class FanoutHandler:
                 merged.update(outcome.value if isinstance(outcome.value, dict) else {name: outcome.value})
             return JSONResponse(merged, headers=headers)
         return JSONResponse({name: outcome.value for name, outcome in outcomes.items()}, headers=headers)
+
+
+async def _fetch(
+    call: FanoutCall, scope: Scope, target: str, forward: frozenset[bytes]
+) -> tuple[int, RawHeaders, bytes]:
+    """One call straight through the upstream's transport (and its tracing and metrics)."""
+    upstream = call.upstream
+    passed = [(name, value) for name, value in scope["headers"] if name in forward or name == b"host"]
+    headers = upstream_request_headers(
+        passed, host=upstream.host, scheme=scope.get("scheme", "http"), client=scope.get("client"), rules=NO_RULES
+    )
+    headers.append((b"accept", b"application/json"))
+    try:
+        response = await upstream.transport.send(call.method, upstream.base_url + target, headers, b"")
+        try:
+            return response.status, response.headers, await response.read()
+        finally:
+            await response.close()
+    except UpstreamTimeout as exc:
+        raise TimeoutError(str(exc) or "upstream timed out") from exc
 
 
 def _call_scope(scope: Scope, call: FanoutCall, target: str, forward: frozenset[bytes]) -> Scope:

@@ -13,7 +13,6 @@ it depends on failed). Structured concurrency: when `gather` returns, nothing it
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
@@ -63,7 +62,7 @@ async def gather(
         if missing:
             raise ValueError(f"call {call.name!r} waits for unknown calls {missing}")
     limit = asyncio.Semaphore(max_concurrency)
-    finished = {call.name: asyncio.Event() for call in calls}
+    finished = {call.name: asyncio.Event() for call in calls if any(call.name in other.after for other in calls)}
     outcomes: dict[str, Outcome[T]] = {}
 
     async def run(call: Call[T]) -> None:
@@ -77,7 +76,8 @@ async def gather(
                 inputs = {name: outcomes[name].value for name in call.after}
                 outcomes[call.name] = await _attempt(call, inputs, limit, shared_limit)
         finally:
-            finished[call.name].set()
+            if call.name in finished:
+                finished[call.name].set()
         if call.required and not outcomes[call.name].ok:
             raise _RequiredCallFailed
 
@@ -98,14 +98,20 @@ async def gather(
 async def _attempt(
     call: Call[T], inputs: Mapping[str, Any], limit: asyncio.Semaphore, shared_limit: asyncio.Semaphore | None
 ) -> Outcome[T]:
-    async with AsyncExitStack() as slots:
-        await slots.enter_async_context(limit)
-        if shared_limit is not None:
-            await slots.enter_async_context(shared_limit)
-        try:
-            async with asyncio.timeout(call.timeout):
-                return Outcome("ok", await call.run(inputs))
-        except TimeoutError as exc:
-            return Outcome("timeout", error=str(exc) or f"no answer within {call.timeout}s")
-        except Exception as exc:  # a call's failure is its outcome, never its siblings' problem
-            return Outcome("error", error=str(exc) or type(exc).__name__)
+    async with limit:
+        if shared_limit is None:
+            return await _outcome(call, inputs)
+        async with shared_limit:
+            return await _outcome(call, inputs)
+
+
+async def _outcome(call: Call[T], inputs: Mapping[str, Any]) -> Outcome[T]:
+    try:
+        if call.timeout is None:
+            return Outcome("ok", await call.run(inputs))
+        async with asyncio.timeout(call.timeout):
+            return Outcome("ok", await call.run(inputs))
+    except TimeoutError as exc:
+        return Outcome("timeout", error=str(exc) or f"no answer within {call.timeout}s")
+    except Exception as exc:  # a call's failure is its outcome, never its siblings' problem
+        return Outcome("error", error=str(exc) or type(exc).__name__)

@@ -102,6 +102,7 @@ class MetricsMiddleware:
         # labelled children by label values: labels() costs a lock and a tuple per call
         self._counted: dict[tuple[str, str, str], Any] = {}
         self._timed: dict[tuple[str, str], Any] = {}
+        self._calls: dict[tuple[str, str, str], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -139,7 +140,11 @@ class MetricsMiddleware:
             if "cache_status" in state:
                 metrics.cache_lookups.labels(route, state["cache_status"]).inc()
             for call, outcome in state.get("fanout", {}).items():
-                metrics.fanout_calls.labels(route, call, outcome).inc()
+                key = (route, call, outcome)
+                counted_call = self._calls.get(key)
+                if counted_call is None:
+                    counted_call = self._calls[key] = metrics.fanout_calls.labels(route, call, outcome)
+                counted_call.inc()
 
 
 class MeteredTransport:
