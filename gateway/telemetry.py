@@ -78,16 +78,17 @@ class TracedTransport:
         await self.inner.aclose()
 
     async def send(self, method: str, url: str, headers: RawHeaders, body: Body) -> UpstreamResponse:
+        parent = trace.get_current_span().get_span_context()
+        if parent.is_valid and not parent.trace_flags.sampled:
+            # The gateway's samplers are parent-based: a child of an unsampled span is never recorded, so the
+            # call carries the current context as it is rather than paying for a span nobody keeps.
+            return await self.inner.send(method, url, _with_context(headers), body)
         with self.tracer.start_as_current_span(method, kind=SpanKind.CLIENT) as span:
             recording = span.is_recording()  # unsampled: only the context travels, no attributes are built
             if recording:
                 span.set_attributes(self._attributes(method, url))
-            carrier: dict[str, str] = {}
-            propagate.inject(carrier)
-            outgoing = [(name, value) for name, value in headers if name not in _PROPAGATED]
-            outgoing += [(name.encode("latin-1"), value.encode("latin-1")) for name, value in carrier.items()]
             try:
-                response = await self.inner.send(method, url, outgoing, body)
+                response = await self.inner.send(method, url, _with_context(headers), body)
             except UpstreamError as exc:
                 if recording:
                     span.set_attribute("error.type", type(exc).__name__)
@@ -108,3 +109,12 @@ class TracedTransport:
             "url.full": url,
             "gateway.upstream": self.upstream,
         }
+
+
+def _with_context(headers: RawHeaders) -> RawHeaders:
+    """The headers with the current trace context (traceparent, tracestate, baggage) in place of the client's."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    outgoing = [(name, value) for name, value in headers if name not in _PROPAGATED]
+    outgoing += [(name.encode("latin-1"), value.encode("latin-1")) for name, value in carrier.items()]
+    return outgoing
