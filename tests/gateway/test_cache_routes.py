@@ -230,7 +230,9 @@ async def test_a_stale_entry_is_revalidated_and_a_304_refreshes_it(
     assert origin.hits["GET /own-etag/1"] == 2  # the second answer was a 304: no body moved
 
 
-async def test_generated_etags_are_stored_and_revalidate_the_entry(make_gateway: GatewayFactory, origin: Origin) -> None:
+async def test_generated_etags_are_stored_and_revalidate_the_entry(
+    make_gateway: GatewayFactory, origin: Origin
+) -> None:
     """The tag is made below the cache: a stale entry is revalidated with it, and an unchanged body
     comes back as a 304 that refreshes the entry (the upstream itself knows nothing of the tag)."""
     app = make_gateway(ROUTES, upstreams={"origin": origin})
