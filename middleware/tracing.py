@@ -17,6 +17,8 @@ from opentelemetry.util.types import AttributeValue
 from middleware.types import ASGIApp, Message, Receive, Scope, Send
 
 ScopeAttributes = Callable[[Scope], Mapping[str, AttributeValue]]
+# Header fields the configured propagators read (W3C traceparent/tracestate and baggage by default).
+_PROPAGATION_FIELDS = frozenset(field.encode("latin-1") for field in propagate.get_global_textmap().fields)
 
 
 def tracing_middleware(
@@ -52,7 +54,8 @@ class _UnrecordedUnlessParented:
         if scope["type"] != "http":
             await self.instrumented(scope, receive, send)
             return
-        incoming = propagate.extract(cast(dict[str, Any], scope), getter=asgi_getter)
+        carries_context = any(name in _PROPAGATION_FIELDS for name, _ in scope["headers"])
+        incoming = propagate.extract(cast(dict[str, Any], scope), getter=asgi_getter) if carries_context else None
         parent = trace.get_current_span(incoming).get_span_context()
         if parent.is_valid and parent.trace_flags.sampled:
             await self.instrumented(scope, receive, send)
