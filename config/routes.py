@@ -304,7 +304,7 @@ def _check_field_name(name: str) -> None:
         raise ValueError(f"{name!r} is not a valid header name")
 
 
-def _route_shape(route: RouteSpec) -> tuple[str | None, str]:
+def route_shape(route: RouteSpec) -> tuple[str | None, str]:
     """Two routes with the same shape match the same requests, whatever they call their parameters."""
     return route.host, PARAM.sub(lambda m: "{" + (m.group(2) or "str") + "}", route.path)
 
@@ -332,11 +332,11 @@ def cross_reference_issues(file: RouteFile) -> list[tuple[Loc, str]]:
                     issues.append(
                         ((*loc, "rewrite"), f"uses {{{name}}}, which the path {route.path!r} does not define")
                     )
-        for other_index, other in seen.setdefault(_route_shape(route), []):
+        for other_index, other in seen.setdefault(route_shape(route), []):
             shared = sorted(set(route.methods) & set(other.methods))
             if shared:
                 issues.append((loc, f"conflicts with routes[{other_index}] ({other.path}) for {', '.join(shared)}"))
-        seen[_route_shape(route)].append((index, route))
+        seen[route_shape(route)].append((index, route))
     return issues
 
 

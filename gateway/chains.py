@@ -21,6 +21,7 @@ from gateway.fanout import FanoutCall, FanoutHandler
 from gateway.flagwiring import route_flags
 from gateway.headers import HeaderRules
 from gateway.proxy import SAFE_TO_RETRY, PathRewrite, ProxyHandler
+from gateway.templates import split_template
 from gateway.upstreams import Upstream
 from middleware.cache import CacheMiddleware, CacheStore
 from middleware.conditional import ConditionalMiddleware
@@ -124,7 +125,7 @@ def fanout_handler(spec: FanoutSpec, deps: RouteDependencies, caches: list[Cache
             FanoutCall(
                 name,
                 upstream,
-                call.path,
+                split_template(call.path),
                 method=call.method,
                 required=call.required,
                 timeout=call.timeout,

@@ -17,13 +17,12 @@ from starlette.responses import JSONResponse
 
 from gateway.gather import Call, Outcome, gather
 from gateway.headers import NO_RULES, RawHeaders, upstream_request_headers
+from gateway.templates import PCHAR_SAFE, Template
 from gateway.upstreams import Upstream, UpstreamTimeout
 from middleware.problem import problem_response
+from middleware.tracing import PROPAGATION_FIELDS
 from middleware.types import ASGIApp, Message, Receive, Scope, Send
 
-# Client headers every call carries: trace context, the request id and the resolved flags.
-ALWAYS_FORWARDED = frozenset({b"traceparent", b"tracestate", b"baggage"})
-_PCHAR_SAFE = "!$&'()*+,;=:@-._~"
 _QUERY_VALUE_SAFE = "!$'()*+,;:@-._~/?"
 
 
@@ -35,7 +34,7 @@ class CallFailed(Exception):
 class FanoutCall:
     name: str
     upstream: Upstream
-    template: str
+    template: Template  # the call's path, split once
     method: str = "GET"
     required: bool = True
     timeout: float | None = None
@@ -45,12 +44,12 @@ class FanoutCall:
 
 
 def render(
-    template: str, path_params: Mapping[str, Any], query: Mapping[str, list[str]], answers: Mapping[str, Any]
+    template: Template, path_params: Mapping[str, Any], query: Mapping[str, list[str]], answers: Mapping[str, Any]
 ) -> str:
     """Fill `{param}`, `{query.name}` and `{call.field}`, percent-encoding each value for where it lands."""
     out: list[str] = []
     in_query = False
-    for literal, field in _split(template):
+    for literal, field in template:
         out.append(literal)
         in_query = in_query or "?" in literal
         if field is None:
@@ -67,19 +66,8 @@ def render(
         else:
             value = path_params[name]
         text = value if isinstance(value, str) else json.dumps(value)
-        out.append(quote(text, safe=_QUERY_VALUE_SAFE if in_query else _PCHAR_SAFE))
+        out.append(quote(text, safe=_QUERY_VALUE_SAFE if in_query else PCHAR_SAFE))
     return "".join(out)
-
-
-def _split(template: str) -> list[tuple[str, str | None]]:
-    parts: list[tuple[str, str | None]] = []
-    rest = template
-    while "{" in rest:
-        literal, _, tail = rest.partition("{")
-        field, _, rest = tail.partition("}")
-        parts.append((literal, field))
-    parts.append((rest, None))
-    return parts
 
 
 class FanoutHandler:
@@ -92,7 +80,7 @@ class FanoutHandler:
         max_concurrency: int,
         deadline: float,
         merge: Literal["by_name", "root"] = "by_name",
-        forward: frozenset[bytes] = ALWAYS_FORWARDED,
+        forward: frozenset[bytes] = PROPAGATION_FIELDS,  # client headers every call carries
         shared_limit: asyncio.Semaphore | None = None,
     ) -> None:
         self.calls = calls

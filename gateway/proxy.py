@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse
 from starlette.types import Message, Receive, Scope, Send
 
 from gateway.headers import NO_RULES, HeaderRules, RawHeaders, client_response_headers, upstream_request_headers
+from gateway.templates import PCHAR_SAFE, split_template
 from gateway.upstreams import (
     Body,
     Upstream,
@@ -30,8 +31,6 @@ logger = logging.getLogger("gateway.proxy")
 WHOLE_BODY_BYTES = 256 * 1024
 SAFE_TO_RETRY = frozenset({"GET", "HEAD"})
 _NO_BODY_STATUSES = frozenset({204, 304})
-# RFC 3986 pchar, kept as is when a path parameter is put back into a rewritten path.
-_PCHAR_SAFE = "!$&'()*+,;=:@-._~"
 
 
 class BodyTooLarge(Exception):
@@ -48,13 +47,7 @@ class PathRewrite:
     __slots__ = ("_catch_all", "_parts")
 
     def __init__(self, template: str, catch_all: frozenset[str]) -> None:
-        self._parts: list[tuple[str, str | None]] = []  # (literal, parameter name or None)
-        rest = template
-        while "{" in rest:
-            literal, _, tail = rest.partition("{")
-            name, _, rest = tail.partition("}")
-            self._parts.append((literal, name))
-        self._parts.append((rest, None))
+        self._parts = split_template(template)
         self._catch_all = catch_all
 
     def __call__(self, params: dict[str, object]) -> str:
@@ -62,7 +55,7 @@ class PathRewrite:
         for literal, name in self._parts:
             out.append(literal)
             if name is not None:
-                out.append(quote(str(params[name]), safe=_PCHAR_SAFE + ("/" if name in self._catch_all else "")))
+                out.append(quote(str(params[name]), safe=PCHAR_SAFE + ("/" if name in self._catch_all else "")))
         return "".join(out)
 
 
@@ -167,7 +160,7 @@ class ProxyHandler:
             path = self.rewrite(scope["path_params"])
         else:
             raw = scope.get("raw_path")
-            path = raw.decode("latin-1") if raw else quote(scope["path"], safe="/" + _PCHAR_SAFE)
+            path = raw.decode("latin-1") if raw else quote(scope["path"], safe="/" + PCHAR_SAFE)
         query = scope["query_string"]
         return f"{upstream.base_url}{path}?{query.decode('latin-1')}" if query else upstream.base_url + path
 

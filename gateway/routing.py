@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, compile_path
 
-from config.routes import PARAM, RouteFile, RouteSpec
+from config.routes import RouteFile, RouteSpec, route_shape
 from gateway.chains import RouteDependencies, build_chain
 from middleware.cache import CacheMiddleware
 from middleware.problem import problem_response
@@ -47,7 +47,7 @@ def compile_routes(file: RouteFile, deps: RouteDependencies) -> tuple[list[Compi
     """One CompiledRoute per route spec, in file order (the first match wins), and the caches they hold."""
     allowed: dict[tuple[str | None, str], set[str]] = {}
     for spec in file.routes:
-        allowed.setdefault(_shape(spec), set()).update(_methods(spec))
+        allowed.setdefault(route_shape(spec), set()).update(_methods(spec))
     routes: list[CompiledRoute] = []
     caches: list[CacheMiddleware] = []
     for spec in file.routes:
@@ -59,7 +59,7 @@ def compile_routes(file: RouteFile, deps: RouteDependencies) -> tuple[list[Compi
                 path_format=path_format,
                 host=spec.host.encode("latin-1") if spec.host else None,
                 methods=frozenset(_methods(spec)),
-                allow=", ".join(sorted(allowed[_shape(spec)])),
+                allow=", ".join(sorted(allowed[route_shape(spec)])),
                 regex=regex,
                 convertors=convertors,
                 app=chain.app,
@@ -71,10 +71,6 @@ def compile_routes(file: RouteFile, deps: RouteDependencies) -> tuple[list[Compi
 
 def _methods(spec: RouteSpec) -> set[str]:
     return {*spec.methods, "HEAD"} if "GET" in spec.methods else set(spec.methods)
-
-
-def _shape(spec: RouteSpec) -> tuple[str | None, str]:
-    return spec.host, PARAM.sub(lambda m: "{" + (m.group(2) or "str") + "}", spec.path)
 
 
 class GatewayRouter:

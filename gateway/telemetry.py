@@ -20,9 +20,9 @@ from opentelemetry.util.types import AttributeValue
 from config.settings import OtelSettings
 from gateway.headers import RawHeaders
 from gateway.upstreams import Body, Transport, UpstreamError, UpstreamResponse
+from middleware.tracing import PROPAGATION_FIELDS
 from middleware.types import Scope
 
-_PROPAGATED = frozenset({b"traceparent", b"tracestate", b"baggage"})
 TRACER_NAME = "gateway"
 
 
@@ -115,6 +115,6 @@ def _with_context(headers: RawHeaders) -> RawHeaders:
     """The headers with the current trace context (traceparent, tracestate, baggage) in place of the client's."""
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
-    outgoing = [(name, value) for name, value in headers if name not in _PROPAGATED]
+    outgoing = [(name, value) for name, value in headers if name not in PROPAGATION_FIELDS]
     outgoing += [(name.encode("latin-1"), value.encode("latin-1")) for name, value in carrier.items()]
     return outgoing

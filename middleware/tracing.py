@@ -18,7 +18,7 @@ from middleware.types import ASGIApp, Message, Receive, Scope, Send
 
 ScopeAttributes = Callable[[Scope], Mapping[str, AttributeValue]]
 # Header fields the configured propagators read (W3C traceparent/tracestate and baggage by default).
-_PROPAGATION_FIELDS = frozenset(field.encode("latin-1") for field in propagate.get_global_textmap().fields)
+PROPAGATION_FIELDS = frozenset(field.encode("latin-1") for field in propagate.get_global_textmap().fields)
 
 
 def tracing_middleware(
@@ -54,7 +54,7 @@ class _UnrecordedUnlessParented:
         if scope["type"] != "http":
             await self.instrumented(scope, receive, send)
             return
-        carries_context = any(name in _PROPAGATION_FIELDS for name, _ in scope["headers"])
+        carries_context = any(name in PROPAGATION_FIELDS for name, _ in scope["headers"])
         incoming = propagate.extract(cast(dict[str, Any], scope), getter=asgi_getter) if carries_context else None
         parent = trace.get_current_span(incoming).get_span_context()
         if parent.is_valid and parent.trace_flags.sampled:
