@@ -45,7 +45,7 @@ from gateway.upstreams import AiohttpTransport, HttpxTransport, Timeouts, Transp
 from middleware.access_log import AccessLogMiddleware
 from middleware.cache import CacheMiddleware, StoreUnavailable
 from middleware.request_id import RequestIdMiddleware
-from middleware.tracing import tracing_middleware
+from middleware.tracing import PROPAGATION_FIELDS, tracing_middleware
 from middleware.types import ASGIApp, Receive, Scope, Send
 
 logger = logging.getLogger("gateway")
@@ -256,6 +256,11 @@ class Gateway:
             etag_settings=settings.etag,
             max_body_bytes=settings.max_body_bytes,
             fanout_limit=self.fanout_limit,
+            fanout_forwarded=PROPAGATION_FIELDS
+            | {
+                settings.request_id_header.lower().encode("latin-1"),
+                settings.flags.forward_header.lower().encode("latin-1"),
+            },
         )
         proxied, caches = compile_routes(routes, deps)
         router = GatewayRouter(proxied, own=self._own_app(routes), own_prefix=settings.admin_prefix)

@@ -40,6 +40,7 @@ class RouteDependencies:
     etag_settings: EtagSettings
     max_body_bytes: int
     fanout_limit: asyncio.Semaphore
+    fanout_forwarded: frozenset[bytes]  # client headers every fan-out call carries: trace context, request id, flags
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,5 +140,6 @@ def fanout_handler(spec: FanoutSpec, deps: RouteDependencies, caches: list[Cache
         max_concurrency=spec.max_concurrency,
         deadline=spec.deadline,
         merge=spec.merge,
+        forward=deps.fanout_forwarded,
         shared_limit=deps.fanout_limit,
     )

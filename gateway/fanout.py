@@ -80,7 +80,7 @@ class FanoutHandler:
         max_concurrency: int,
         deadline: float,
         merge: Literal["by_name", "root"] = "by_name",
-        forward: frozenset[bytes] = PROPAGATION_FIELDS,  # client headers every call carries
+        forward: frozenset[bytes] = PROPAGATION_FIELDS,  # client headers every call carries, beside its own
         shared_limit: asyncio.Semaphore | None = None,
     ) -> None:
         self.calls = calls

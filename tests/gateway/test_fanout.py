@@ -10,7 +10,7 @@ import pytest
 from gateway.gather import Call, gather
 from tests.gateway.conftest import GatewayFactory, client_for
 from tests.servers import serve
-from tests.upstreams import Controllable
+from tests.upstreams import Controllable, echo
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
@@ -225,3 +225,32 @@ async def test_gather_refuses_unknown_dependencies() -> None:
 
     with pytest.raises(ValueError, match="waits for unknown calls"):
         await gather([Call("a", noop, after=("b",))], max_concurrency=1, deadline=1)
+
+
+async def test_calls_carry_the_request_id_the_flags_and_the_trace_context(make_gateway: GatewayFactory) -> None:
+    routes = """
+upstreams:
+  echo: {url: "http://echo.internal"}
+flags:
+  layout: {type: str, default: classic}
+routes:
+  - path: /agg
+    flags: [layout]
+    fanout:
+      calls:
+        seen: {upstream: echo, path: /x, forward_headers: [X-Tenant]}
+"""
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    app = make_gateway(routes, upstreams={"echo": echo})
+    async with client_for(app) as client:
+        response = await client.get(
+            "/agg", headers={"X-Request-ID": "r-1", "traceparent": traceparent, "X-Tenant": "t", "Cookie": "c=1"}
+        )
+    seen = dict(response.json()["seen"]["headers"])
+    assert (seen["x-request-id"], seen["x-feature-flags"], seen["traceparent"]) == (
+        "r-1",
+        "layout=classic",
+        traceparent,
+    )
+    assert seen["x-tenant"] == "t"
+    assert "cookie" not in seen  # only what the route names travels
