@@ -364,16 +364,6 @@ def _file_identity(path: Path) -> tuple[int, int, int] | None:
     return stat.st_mtime_ns, stat.st_size, stat.st_ino
 
 
-def build_app(
-    settings: Settings,
-    routes: RouteFile,
-    *,
-    upstream_apps: Mapping[str, ASGIApp] | None = None,
-    tracer_provider: TracerProvider | None = None,
-) -> Gateway:
-    return Gateway(settings, routes, upstream_apps=upstream_apps, tracer_provider=tracer_provider)
-
-
 def build_upstreams(
     specs: Mapping[str, UpstreamSpec],
     settings: Settings,

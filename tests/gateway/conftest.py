@@ -10,7 +10,7 @@ from starlette.types import ASGIApp
 
 from config.loader import load_route_file
 from config.settings import Settings
-from gateway.app import Gateway, build_app
+from gateway.app import Gateway
 
 GatewayFactory = Callable[..., Gateway]
 
@@ -29,7 +29,7 @@ def make_gateway(tmp_path: Path) -> GatewayFactory:
         path = tmp_path / "routes.yaml"
         path.write_text(routes_yaml)
         routes = load_route_file(path)
-        return build_app(
+        return Gateway(
             Settings(routes_file=path, **settings), routes, upstream_apps=upstreams, tracer_provider=tracer_provider
         )
 

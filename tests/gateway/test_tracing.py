@@ -17,7 +17,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from config.errors import ConfigError
 from config.loader import load_route_file
 from config.settings import OtelSettings, Settings, apply_otel_environment
-from gateway.app import build_app
+from gateway.app import Gateway
 from gateway.telemetry import build_tracer_provider
 from tests.gateway.conftest import GatewayFactory, client_for
 from tests.servers import serve
@@ -276,7 +276,7 @@ async def test_spans_are_exported_over_otlp_http_to_a_real_receiver(tmp_path: Pa
         routes = tmp_path / "routes.yaml"
         routes.write_text(routes_for("http://users.internal"))
         otel = OtelSettings(exporter="otlp", endpoint=endpoint, service_name="gateway-test")
-        app = build_app(Settings(routes_file=routes, otel=otel), load_route_file(routes), upstream_apps={"users": echo})
+        app = Gateway(Settings(routes_file=routes, otel=otel), load_route_file(routes), upstream_apps={"users": echo})
         async with client_for(app) as client:
             await client.get("/api/users/1")
         received = [await spans() for _ in range(2)]  # leaving the lifespan flushed the batch
