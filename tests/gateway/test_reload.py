@@ -10,10 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from config.loader import load_route_file
-from config.settings import Settings
-from gateway.app import Gateway
-from tests.gateway.conftest import client_for
+from tests.gateway.conftest import GatewayFactory, client_for
 from tests.servers import serve
 from tests.upstreams import echo
 
@@ -29,14 +26,13 @@ routes:
 TWO_ROUTES = ONE_ROUTE + "  - {{path: /two, upstream: b}}\n"
 
 
-def gateway_for(path: Path, text: str, **settings: object) -> Gateway:
-    path.write_text(text)
-    return Gateway(Settings(routes_file=path, **settings), load_route_file(path), upstream_apps={"a": echo, "b": echo})  # type: ignore[arg-type]
+IN_PROCESS = ONE_ROUTE.format(a="http://a.internal", b="http://b.internal")
+BOTH = {"a": echo, "b": echo}  # upstreams in-process; make_gateway writes the route file at tmp_path/routes.yaml
 
 
-async def test_reload_swaps_routes_and_keeps_unchanged_pools(tmp_path: Path) -> None:
+async def test_reload_swaps_routes_and_keeps_unchanged_pools(make_gateway: GatewayFactory, tmp_path: Path) -> None:
     path = tmp_path / "routes.yaml"
-    app = gateway_for(path, ONE_ROUTE.format(a="http://a.internal", b="http://b.internal"), watch_routes=False)
+    app = make_gateway(IN_PROCESS, upstreams=BOTH, watch_routes=False)
     async with client_for(app) as client:
         before = (await client.get("/two")).status_code
         old_version, pool_a, pool_b = (
@@ -54,14 +50,14 @@ async def test_reload_swaps_routes_and_keeps_unchanged_pools(tmp_path: Path) -> 
     assert app.generation.upstreams["b"] is not pool_b
 
 
-async def test_an_invalid_file_is_reported_and_the_old_routes_keep_answering(tmp_path: Path) -> None:
+async def test_an_invalid_file_is_reported_and_the_old_routes_keep_answering(
+    make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
     path = tmp_path / "routes.yaml"
-    app = gateway_for(path, ONE_ROUTE.format(a="http://a.internal", b="http://b.internal"), watch_routes=False)
+    app = make_gateway(IN_PROCESS, upstreams=BOTH, watch_routes=False)
     async with client_for(app) as client:
         version = app.generation.version
-        path.write_text(
-            ONE_ROUTE.format(a="http://a.internal", b="http://b.internal").replace("upstream: a", "upstream: c")
-        )
+        path.write_text(IN_PROCESS.replace("upstream: a", "upstream: c"))
         result = await app.reload()
         still = await client.get("/one")
         ready = await client.get("/_gateway/ready")
@@ -72,9 +68,8 @@ async def test_an_invalid_file_is_reported_and_the_old_routes_keep_answering(tmp
     assert ready.json()["last_reload_error"] == f"{path}:6: routes[0].upstream: unknown upstream 'c' (known: a, b)"
 
 
-async def test_sighup_forces_a_reload(tmp_path: Path) -> None:
-    path = tmp_path / "routes.yaml"
-    app = gateway_for(path, ONE_ROUTE.format(a="http://a.internal", b="http://b.internal"))
+async def test_sighup_forces_a_reload(make_gateway: GatewayFactory) -> None:
+    app = make_gateway(IN_PROCESS, upstreams=BOTH)
     results: list[Mapping[str, Any]] = []
     reloaded = asyncio.Event()
 
@@ -90,10 +85,13 @@ async def test_sighup_forces_a_reload(tmp_path: Path) -> None:
     assert results == [{"ok": True, "version": app.generation.version, "previous": app.generation.version}]
 
 
-async def test_admin_reload(tmp_path: Path) -> None:
+async def test_admin_reload(make_gateway: GatewayFactory, tmp_path: Path) -> None:
     path = tmp_path / "routes.yaml"
-    app = gateway_for(
-        path, ONE_ROUTE.format(a="http://a.internal", b="http://b.internal"), watch_routes=False, admin_token="t"
+    app = make_gateway(
+        IN_PROCESS,
+        upstreams=BOTH,
+        watch_routes=False,
+        admin_token="t",
     )
     auth = {"Authorization": "Bearer t"}
     async with client_for(app) as client:
@@ -108,10 +106,12 @@ async def test_admin_reload(tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
-async def test_editing_the_file_adds_a_route_within_two_seconds_under_load(tmp_path: Path) -> None:
+async def test_editing_the_file_adds_a_route_within_two_seconds_under_load(
+    make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
     path = tmp_path / "routes.yaml"
     async with serve(echo) as a, serve(echo) as b:
-        app = gateway_for(path, ONE_ROUTE.format(a=a, b=b))
+        app = make_gateway(ONE_ROUTE.format(a=a, b=b))  # the upstreams on loopback
         async with serve(app, lifespan="on") as url, httpx.AsyncClient(base_url=url) as client:
             failures: list[int] = []
             stop = asyncio.Event()
