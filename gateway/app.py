@@ -2,7 +2,7 @@
 
 `Gateway` holds what lives as long as the process (upstream pools, Redis, the flag resolver, the tracer
 provider) and the routes compiled from the file. Requests pass through the process-wide middlewares
-(tracing, request id, metrics, access log) and then the router of the current routes.
+(tracing, then request id, metrics and access log in one) and then the router of the current routes.
 """
 
 import asyncio
@@ -24,7 +24,6 @@ from urllib.parse import urlsplit
 import anyio
 import redis.asyncio
 from opentelemetry.sdk.trace import TracerProvider
-from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route
 
 from config.errors import ConfigError, ConfigIssue
@@ -38,13 +37,12 @@ from gateway.chains import RouteDependencies
 from gateway.flagwiring import build_flags, flag_span_event
 from gateway.health import Health
 from gateway.logs import AccessLines
-from gateway.metrics import MeteredTransport, Metrics, MetricsMiddleware
+from gateway.metrics import MeteredTransport, Metrics, RequestMetrics
+from gateway.recorder import RequestRecorder
 from gateway.routing import GatewayRouter, compile_routes, own_app
 from gateway.telemetry import TracedTransport, build_tracer_provider, server_span_attributes
 from gateway.upstreams import AiohttpTransport, HttpxTransport, Timeouts, Transport, Upstream
-from middleware.access_log import AccessLogMiddleware
 from middleware.cache import CacheMiddleware, StoreUnavailable
-from middleware.request_id import RequestIdMiddleware
 from middleware.tracing import PROPAGATION_FIELDS, tracing_middleware
 from middleware.types import ASGIApp, Receive, Scope, Send
 
@@ -304,30 +302,25 @@ class Gateway:
         return {"config_version": self.generation.version, "last_reload_error": self.last_reload_error}
 
     def _process_middleware(self, app: ASGIApp) -> ASGIApp:
-        """Tracing outermost (so even a 500 is on the span), then request id, metrics and the access log."""
+        """Request id, metrics and the access log around the routes; tracing outside them, so even a 500
+        is on the span and the access line carries the span's ids."""
         settings = self.settings
-        layers: list[Middleware] = []
-        if self.tracer_provider is not None:
-            excluded = f"{re.escape(settings.admin_prefix)}/.*"  # health, readiness and admin make no spans
-            layers.append(
-                Middleware(
-                    tracing_middleware,
-                    tracer_provider=self.tracer_provider,
-                    excluded_urls=excluded,
-                    scope_attributes=server_span_attributes,
-                    records_new_traces=self.tracer_provider is not self._owned_provider
-                    or settings.otel.sample_ratio > 0,
-                )
-            )
-        layers.append(Middleware(RequestIdMiddleware, header=settings.request_id_header))
-        layers.append(Middleware(MetricsMiddleware, metrics=self.metrics))
-        if settings.access_log != "off":
-            layers.append(
-                Middleware(AccessLogMiddleware, write=self.access_lines.write, log_format=settings.access_log)
-            )
-        for cls, args, kwargs in reversed(layers):
-            app = cls(app, *args, **kwargs)
-        return app
+        app = RequestRecorder(
+            app,
+            request_id_header=settings.request_id_header,
+            metrics=RequestMetrics(self.metrics),
+            write_line=None if settings.access_log == "off" else self.access_lines.write,
+            log_format="text" if settings.access_log == "text" else "json",
+        )
+        if self.tracer_provider is None:
+            return app
+        return tracing_middleware(
+            app,
+            tracer_provider=self.tracer_provider,
+            excluded_urls=f"{re.escape(settings.admin_prefix)}/.*",  # health, readiness and admin make no spans
+            scope_attributes=server_span_attributes,
+            records_new_traces=self.tracer_provider is not self._owned_provider or settings.otel.sample_ratio > 0,
+        )
 
     def describe_routes(self) -> list[dict[str, Any]]:
         return [route.model_dump(mode="json", exclude_defaults=True) for route in self.generation.routes.routes]

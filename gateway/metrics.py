@@ -21,7 +21,7 @@ from flags.model import EvaluationContext
 from flags.resolution import Resolution
 from gateway.headers import RawHeaders
 from gateway.upstreams import Body, Transport, UpstreamError, UpstreamResponse
-from middleware.types import ASGIApp, Message, Receive, Scope, Send
+from middleware.types import Scope
 
 UNMATCHED = "(unmatched)"
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -92,59 +92,44 @@ class Metrics:
             mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
 
-class MetricsMiddleware:
-    """Counts every request by route, method and status class, with its latency and what the route recorded
-    in `scope["state"]` (cache outcome, fan-out calls)."""
+class RequestMetrics:
+    """Records a finished request by route, method and status class, with its latency and what the route
+    recorded in `scope["state"]` (cache outcome, fan-out calls)."""
 
-    def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
-        self.app = app
+    def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
+        self.in_flight = metrics.in_flight
         # labelled children by label values: labels() costs a lock and a tuple per call
-        self._counted: dict[tuple[str, str, str], Any] = {}
+        self._counted: dict[tuple[str, str, int], Any] = {}
         self._timed: dict[tuple[str, str], Any] = {}
         self._calls: dict[tuple[str, str, str], Any] = {}
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
+    def record(self, scope: Scope, status: int, duration: float) -> None:
+        route = getattr(scope.get("route"), "name", None) or UNMATCHED
+        method = scope["method"]
+        if method not in _METHODS:
+            method = "OTHER"
+        status_class = status // 100
+        counted = self._counted.get((route, method, status_class))
+        if counted is None:
+            label = _STATUS_CLASSES.get(status_class, "other")
+            counted = self._counted[route, method, status_class] = self.metrics.requests.labels(route, method, label)
+        counted.inc()
+        timed = self._timed.get((route, method))
+        if timed is None:
+            timed = self._timed[route, method] = self.metrics.duration.labels(route, method)
+        timed.observe(duration)
+        state = scope.get("state")
+        if not state:
             return
-        metrics = self.metrics
-        started = time.perf_counter()
-        status = 500
-
-        async def recording_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        metrics.in_flight.inc()
-        try:
-            await self.app(scope, receive, recording_send)
-        finally:
-            metrics.in_flight.dec()
-            route = getattr(scope.get("route"), "name", None) or UNMATCHED
-            method = scope["method"] if scope["method"] in _METHODS else "OTHER"
-            status_class = _STATUS_CLASSES.get(status // 100, "other")
-            counted = self._counted.get((route, method, status_class))
-            if counted is None:
-                counted = self._counted[route, method, status_class] = metrics.requests.labels(
-                    route, method, status_class
-                )
-            counted.inc()
-            timed = self._timed.get((route, method))
-            if timed is None:
-                timed = self._timed[route, method] = metrics.duration.labels(route, method)
-            timed.observe(time.perf_counter() - started)
-            state = scope.get("state", {})
-            if "cache_status" in state:
-                metrics.cache_lookups.labels(route, state["cache_status"]).inc()
-            for call, outcome in state.get("fanout", {}).items():
-                key = (route, call, outcome)
-                counted_call = self._calls.get(key)
-                if counted_call is None:
-                    counted_call = self._calls[key] = metrics.fanout_calls.labels(route, call, outcome)
-                counted_call.inc()
+        if "cache_status" in state:
+            self.metrics.cache_lookups.labels(route, state["cache_status"]).inc()
+        for call, outcome in state.get("fanout", {}).items():
+            key = (route, call, outcome)
+            counted_call = self._calls.get(key)
+            if counted_call is None:
+                counted_call = self._calls[key] = self.metrics.fanout_calls.labels(route, call, outcome)
+            counted_call.inc()
 
 
 class MeteredTransport:

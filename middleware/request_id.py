@@ -2,12 +2,13 @@
 
 A client's id is kept when it is a sane token (bounded length and charset), so ids can be followed across
 services; anything else is replaced by a fresh one, so a client cannot inject log-breaking text.
+`take_request_id` and `with_request_id` are the two halves, for layers that do this among other things.
 """
 
 import itertools
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 
 from middleware.types import ASGIApp, Message, Receive, Scope, Send
@@ -15,6 +16,8 @@ from middleware.types import ASGIApp, Message, Receive, Scope, Send
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 _SANE = re.compile(rb"[A-Za-z0-9._:/+=@-]{1,128}")
+
+Headers = Iterable[tuple[bytes, bytes]]
 
 
 class _Ids:
@@ -32,11 +35,39 @@ class _Ids:
         return f"{self.process}{next(self.sequence):08x}"
 
 
-_new_id = _Ids()
+new_request_id = _Ids()
+
+
+def take_request_id(scope: Scope, header: bytes, generator: Callable[[], str] = new_request_id) -> bytes:
+    """The request's id, also put in its headers (for the upstream) and in `scope["state"]["request_id"]`.
+
+    `header` is the lower-case field name.
+    """
+    headers: list[tuple[bytes, bytes]] = scope["headers"]
+    incoming = None
+    for name, value in headers:
+        if name == header:
+            incoming = value
+            break
+    if incoming is not None and _SANE.fullmatch(incoming):
+        encoded = incoming
+    else:
+        encoded = generator().encode("latin-1")
+        kept = headers if incoming is None else [field for field in headers if field[0] != header]
+        scope["headers"] = [*kept, (header, encoded)]
+    scope.setdefault("state", {})["request_id"] = encoded.decode("latin-1")
+    return encoded
+
+
+def with_request_id(headers: Headers, header: bytes, encoded: bytes) -> list[tuple[bytes, bytes]]:
+    """Response headers carrying the request's id, in place of any the app set."""
+    return [*[field for field in headers if field[0] != header], (header, encoded)]
 
 
 class RequestIdMiddleware:
-    def __init__(self, app: ASGIApp, *, header: str = "X-Request-ID", generator: Callable[[], str] = _new_id) -> None:
+    def __init__(
+        self, app: ASGIApp, *, header: str = "X-Request-ID", generator: Callable[[], str] = new_request_id
+    ) -> None:
         self.app = app
         self.header = header.lower().encode("latin-1")
         self.generator = generator
@@ -45,19 +76,13 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = next((value for name, value in scope["headers"] if name == self.header), None)
-        value = incoming.decode("latin-1") if incoming is not None and _SANE.fullmatch(incoming) else self.generator()
-        encoded = value.encode("latin-1")
-        if incoming is None or incoming != encoded:
-            scope["headers"] = [(name, raw) for name, raw in scope["headers"] if name != self.header]
-            scope["headers"].append((self.header, encoded))
-        scope.setdefault("state", {})["request_id"] = value
-        token = request_id.set(value)
+        header = self.header
+        encoded = take_request_id(scope, header, self.generator)
+        token = request_id.set(scope["state"]["request_id"])
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = [(name, raw) for name, raw in message.get("headers", []) if name != self.header]
-                message["headers"] = [*headers, (self.header, encoded)]
+                message["headers"] = with_request_id(message.get("headers", ()), header, encoded)
             await send(message)
 
         try:

@@ -1,0 +1,63 @@
+"""Request id, metrics and the access line for every request, in one layer with one `send` wrapper.
+
+The library's RequestIdMiddleware and AccessLogMiddleware do the same things one concern per layer; stacked
+with a metrics layer they cost three wrappers and three closures a request, about a fifth of a proxied
+request's CPU (measured), so the gateway uses their parts (`take_request_id`, `with_request_id`,
+`access_line`) in this one.
+"""
+
+import time
+from collections.abc import Callable
+
+from gateway.metrics import RequestMetrics
+from middleware.access_log import AccessLogFormat, access_line
+from middleware.request_id import take_request_id, with_request_id
+from middleware.types import ASGIApp, Message, Receive, Scope, Send
+
+
+class RequestRecorder:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        request_id_header: str,
+        metrics: RequestMetrics,
+        write_line: Callable[[str], object] | None,
+        log_format: AccessLogFormat = "json",
+    ) -> None:
+        """`write_line` takes each access line; None writes none."""
+        self.app = app
+        self.header = request_id_header.lower().encode("latin-1")
+        self.metrics = metrics
+        self.write_line = write_line
+        self.log_format = log_format
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        header = self.header
+        request_id = take_request_id(scope, header)
+        status = 500  # what the server answers if the app raises before starting a response
+        sent = 0
+
+        async def recording_send(message: Message) -> None:
+            nonlocal status, sent
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = with_request_id(message.get("headers", ()), header, request_id)
+            elif message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
+            await send(message)
+
+        in_flight = self.metrics.in_flight
+        in_flight.inc()
+        try:
+            await self.app(scope, receive, recording_send)
+        finally:
+            in_flight.dec()
+            duration = time.perf_counter() - started
+            self.metrics.record(scope, status, duration)
+            if self.write_line is not None:
+                self.write_line(access_line(scope, status, sent, duration, self.log_format))
