@@ -18,6 +18,7 @@ HOP_BY_HOP = frozenset(
 # Replaced by this hop's own values, or appended to (X-Forwarded-For and Forwarded).
 _REPLACED = frozenset({b"host", b"x-forwarded-proto", b"x-forwarded-host"})
 _APPENDED = frozenset({b"x-forwarded-for", b"forwarded"})
+_USUAL_CONNECTION = frozenset({b"keep-alive", b"Keep-Alive", b"close", b"Close"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,10 +39,13 @@ class HeaderRules:
         return cls(HOP_BY_HOP | _REPLACED | _APPENDED | names, HOP_BY_HOP | frozenset(names), tuple(append))
 
 
-def connection_tokens(headers: RawHeaders) -> frozenset[bytes]:
-    """Field names listed in `Connection` headers: hop-by-hop for this message only."""
-    tokens = [token.strip().lower() for name, value in headers if name == b"connection" for token in value.split(b",")]
-    return frozenset(token for token in tokens if token)
+def named_by_connection(values: list[bytes], dropped: frozenset[bytes]) -> frozenset[bytes]:
+    """Field names the `Connection` header values list, beyond those `dropped` anyway: hop-by-hop for this
+    message only. Usually none: `Connection: keep-alive` names a field that is always dropped."""
+    if len(values) == 1 and values[0] in _USUAL_CONNECTION:
+        return frozenset()
+    tokens = {token.strip().lower() for value in values for token in value.split(b",")}
+    return frozenset(tokens - dropped - {b""})
 
 
 def upstream_request_headers(
@@ -58,7 +62,7 @@ def upstream_request_headers(
     forwarded_for: list[bytes] = []
     forwarded: list[bytes] = []
     original_host = b""
-    named_by_connection = False
+    connection: list[bytes] = []
     result: RawHeaders = []
     for name, value in headers:  # ASGI servers lower-case field names
         if name not in drop:
@@ -70,9 +74,8 @@ def upstream_request_headers(
         elif name == b"host":
             original_host = value
         elif name == b"connection":
-            named_by_connection = True
-    if named_by_connection:
-        tokens = connection_tokens(headers)
+            connection.append(value)
+    if connection and (tokens := named_by_connection(connection, drop)):
         result = [(name, value) for name, value in result if name not in tokens]
     proto = scheme.encode("latin-1")
     result.append((b"host", host))
@@ -102,16 +105,17 @@ def client_response_headers(headers: RawHeaders, rules: HeaderRules) -> RawHeade
     """
     drop = rules.client_drop
     result: RawHeaders = []
-    dated = named_by_connection = False
+    dated = False
+    connection: list[bytes] = []
     for raw_name, value in headers:
         name = raw_name.lower()
         if name not in drop:
             result.append((name, value))
-            dated = dated or name == b"date"
+            if name == b"date":
+                dated = True
         elif name == b"connection":
-            named_by_connection = True
-    if named_by_connection:
-        tokens = connection_tokens([(name.lower(), value) for name, value in headers])
+            connection.append(value)
+    if connection and (tokens := named_by_connection(connection, drop)):
         result = [(name, value) for name, value in result if name not in tokens]
     if not dated:
         result.append((b"date", current_http_date()))
