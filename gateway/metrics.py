@@ -34,6 +34,19 @@ _ERROR_KINDS = {
 }
 
 
+class Tally:
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def inc(self) -> None:
+        self.value += 1
+
+    def dec(self) -> None:
+        self.value -= 1
+
+
 class Metrics:
     """The gateway's series, in a registry of its own (so several gateways can live in one process)."""
 
@@ -49,6 +62,12 @@ class Metrics:
         self.in_flight = Gauge(
             "gateway_requests_in_flight", "Requests being answered", registry=registry, multiprocess_mode="livesum"
         )
+        # One worker: a plain count the gauge reads when scraped (its own inc/dec take a lock each). Several:
+        # the gauge itself, whose value the other workers' scrapes read from the shared files.
+        self.in_flight_count: Gauge | Tally = self.in_flight
+        if not os.environ.get(PROMETHEUS_MULTIPROC_DIR):
+            tally = self.in_flight_count = Tally()
+            self.in_flight.set_function(lambda: tally.value)
         self.upstream_requests = Counter(
             "gateway_upstream_requests", "Upstream calls by outcome", ["upstream", "outcome"], registry=registry
         )
@@ -98,11 +117,11 @@ class RequestMetrics:
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
-        self.in_flight = metrics.in_flight
+        self.in_flight = metrics.in_flight_count
         # labelled children by label values: labels() costs a lock and a tuple per call
         self._counted: dict[tuple[str, str, int], Any] = {}
         self._timed: dict[tuple[str, str], Any] = {}
-        self._calls: dict[tuple[str, str, str], Any] = {}
+        self._children: dict[tuple[object, ...], Any] = {}
 
     def record(self, scope: Scope, status: int, duration: float) -> None:
         route = getattr(scope.get("route"), "name", None) or UNMATCHED
@@ -122,14 +141,19 @@ class RequestMetrics:
         state = scope.get("state")
         if not state:
             return
-        if "cache_status" in state:
-            self.metrics.cache_lookups.labels(route, state["cache_status"]).inc()
+        cache_status = state.get("cache_status")
+        if cache_status is not None:
+            self._child(self.metrics.cache_lookups, route, cache_status).inc()
         for call, outcome in state.get("fanout", {}).items():
-            key = (route, call, outcome)
-            counted_call = self._calls.get(key)
-            if counted_call is None:
-                counted_call = self._calls[key] = self.metrics.fanout_calls.labels(route, call, outcome)
-            counted_call.inc()
+            self._child(self.metrics.fanout_calls, route, call, outcome).inc()
+
+    def _child(self, family: Counter, *labels: str) -> Any:
+        """A labelled child, kept: labels() costs a lock and a tuple per call."""
+        key = (family, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = family.labels(*labels)
+        return child
 
 
 class MeteredTransport:
