@@ -9,11 +9,12 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 from urllib.parse import parse_qs, quote
 
+import orjson
 from opentelemetry import trace
-from starlette.responses import JSONResponse
+from starlette.responses import Response
 
 from gateway.gather import Call, Outcome, gather
 from gateway.headers import NO_RULES, RawHeaders, upstream_request_headers
@@ -28,6 +29,13 @@ _QUERY_VALUE_SAFE = "!$'()*+,;:@-._~/?"
 
 class CallFailed(Exception):
     pass
+
+
+class Answer(NamedTuple):
+    """A call's JSON answer: parsed, for later calls' templates, and as received, for the merged answer."""
+
+    value: Any
+    raw: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,9 +124,10 @@ class FanoutHandler:
 
     def _runner(
         self, call: FanoutCall, scope: Scope, query: Mapping[str, list[str]]
-    ) -> Callable[[Mapping[str, Any]], Awaitable[Any]]:
-        async def run(answers: Mapping[str, Any]) -> Any:
-            target = render(call.template, scope.get("path_params", {}), query, answers)
+    ) -> Callable[[Mapping[str, Answer]], Awaitable[Answer]]:
+        async def run(answers: Mapping[str, Answer]) -> Answer:
+            values = {name: answer.value for name, answer in answers.items()}
+            target = render(call.template, scope.get("path_params", {}), query, values)
             forward = self.forward | call.forward
             if call.cache is not None:
                 status, headers, body = await call_app(call.cache, _call_scope(scope, call, target, forward))
@@ -131,14 +140,14 @@ class FanoutHandler:
             content_type = next((value for name, value in headers if name.lower() == b"content-type"), b"").lower()
             if not (content_type.startswith(b"application/json") or b"+json" in content_type):
                 raise CallFailed(f"not JSON (content-type {content_type.decode('latin-1') or 'missing'})")
-            try:
-                return json.loads(body)
-            except ValueError as exc:
+            try:  # strict RFC 8259: UTF-8, no NaN or Infinity, so the bytes can go into the answer as they are
+                return Answer(orjson.loads(body), body)
+            except orjson.JSONDecodeError as exc:
                 raise CallFailed(f"invalid JSON: {exc}") from None
 
         return run
 
-    def _answer(self, outcomes: Mapping[str, Outcome[Any]]) -> JSONResponse:
+    def _answer(self, outcomes: Mapping[str, Outcome[Answer]]) -> Response:
         by_name = {call.name: call for call in self.calls}
         for name, outcome in outcomes.items():
             if not outcome.ok and by_name[name].required:
@@ -149,9 +158,16 @@ class FanoutHandler:
         if self.merge == "root":
             merged: dict[str, Any] = {}
             for name, outcome in outcomes.items():
-                merged.update(outcome.value if isinstance(outcome.value, dict) else {name: outcome.value})
-            return JSONResponse(merged, headers=headers)
-        return JSONResponse({name: outcome.value for name, outcome in outcomes.items()}, headers=headers)
+                value = outcome.value.value if outcome.value is not None else None
+                merged.update(value if isinstance(value, dict) else {name: value})
+            body = orjson.dumps(merged)
+        else:  # each answer's own bytes, validated but not parsed and serialised again
+            members = [
+                orjson.dumps(name) + b":" + (outcome.value.raw if outcome.value is not None else b"null")
+                for name, outcome in outcomes.items()
+            ]
+            body = b"{" + b",".join(members) + b"}"
+        return Response(body, media_type="application/json", headers=headers)
 
 
 async def _fetch(

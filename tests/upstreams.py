@@ -84,7 +84,8 @@ class Controllable:
     """An upstream whose answers a test dictates by path, and which counts what it sees.
 
     /delay/MS?... answers {"waited": MS} after MS milliseconds; /status/CODE answers that status;
-    /text answers text/plain; /badjson answers a broken JSON body; /user/ID answers {"id": ID, "org": "o-ID"};
+    /text answers text/plain; /badjson answers a broken JSON body, /nan one with NaN (not JSON by RFC 8259),
+    /bignum a number beyond 64 bits with its own spacing; /user/ID answers {"id": ID, "org": "o-ID"};
     /echo-query answers the query string. `in_flight` and `most_in_flight` count concurrent requests;
     `cancelled` counts requests whose client went away before the answer.
     """
@@ -122,6 +123,10 @@ class Controllable:
             content_type, body = b"text/plain", b"hello"
         elif parts[0] == "badjson":
             body = b'{"unterminated": '
+        elif parts[0] == "nan":
+            body = b'{"ratio": NaN}'
+        elif parts[0] == "bignum":
+            body = b'{ "id" : 123456789012345678901234567890 }'
         elif parts[0] == "user":
             body = json.dumps({"id": parts[1], "org": f"o-{parts[1]}"}).encode()
         elif parts[0] == "echo-query":

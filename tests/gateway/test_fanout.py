@@ -148,6 +148,18 @@ async def test_invalid_json_is_that_calls_error(
     assert response.headers["gateway-partial"] == "broken; reason=error"
 
 
+async def test_answers_keep_their_bytes_and_must_be_strict_json(
+    make_gateway: GatewayFactory, upstream: tuple[Controllable, str]
+) -> None:
+    _, url = upstream
+    calls = "        big: {upstream: svc, path: /bignum}\n        nan: {upstream: svc, path: /nan, required: false}\n"
+    gateway = make_gateway(fanout_routes(url, calls))
+    async with client_for(gateway) as client:
+        response = await client.get("/agg/1")
+    assert response.content == b'{"big":{ "id" : 123456789012345678901234567890 },"nan":null}'
+    assert response.headers["gateway-partial"] == "nan; reason=error"
+
+
 async def test_templates_use_path_params_query_and_earlier_answers(
     make_gateway: GatewayFactory, upstream: tuple[Controllable, str]
 ) -> None:
