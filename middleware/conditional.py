@@ -184,10 +184,18 @@ class ConditionalMiddleware:
 
     async def _read(self, scope: Scope, receive: Receive, send: Send) -> None:
         head_as_get = scope["method"] == "HEAD" and self.tagging.generate
-        conditional = any(name in _READ_CONDITIONS for name, _ in scope["headers"])
+        conditional = False
+        if_none_match: list[bytes] = []
+        for name, value in scope["headers"]:
+            if name in _READ_CONDITIONS:
+                conditional = True
+                if name == b"if-none-match":
+                    if_none_match.append(value)
         responder = _ReadResponder(
             self.tagging, Headers(scope=scope) if conditional else None, send, head_as_get=head_as_get
         )
+        if len(if_none_match) == 1:
+            responder.asked_tag = if_none_match[0].strip()
         # A GET answered 304 before its body ended reads the rest and drops it rather than paying for a cancel
         # scope on every request: only an app sending validators it does not evaluate itself gets there, and
         # never with an event stream. A HEAD run as a GET is stopped, as its body is never wanted.
@@ -241,6 +249,20 @@ def _whole_success(status: int) -> bool:
     return 200 <= status < 300 and status != 206
 
 
+def _carries_only(headers: Iterable[tuple[bytes, bytes]], tag: bytes) -> bool:
+    """Whether the response's one ETag is, byte for byte, the one tag a request asked about, and the response
+    is no event stream: then it is not modified (equal tags match, §13.1.2) without parsing either field."""
+    etags = 0
+    matched = False
+    for name, value in headers:
+        if name == b"etag":
+            etags += 1
+            matched = value == tag
+        elif name == b"content-type" and value.lower().startswith(b"text/event-stream"):
+            return False
+    return etags == 1 and matched
+
+
 def _is_event_stream(headers: Headers) -> bool:
     """Server-sent events: endless, and live, so neither hashed nor answered 304."""
     return headers.get("content-type", "").partition(";")[0].strip().lower() == "text/event-stream"
@@ -292,6 +314,7 @@ class _ReadResponder(_Interception):
         self.downstream = send
         self.head_as_get = head_as_get
         self.held: Message | None = None  # the start, while its body is being hashed
+        self.asked_tag: bytes | None = None  # the one If-None-Match field, as sent
 
     async def send(self, message: Message) -> None:
         if self.settled:
@@ -310,6 +333,10 @@ class _ReadResponder(_Interception):
 
     async def start(self, message: Message) -> None:
         message.setdefault("headers", [])  # Headers(raw=...) needs the key
+        if self.asked_tag is not None and _whole_success(message["status"]):
+            if _carries_only(message["headers"], self.asked_tag):
+                await self.not_modified(message["headers"])
+                return
         headers = Headers(raw=message["headers"])
         if self.tagging.hashes_body(message["status"], headers) and not message.get("trailers", False):
             self.held = message
@@ -321,9 +348,9 @@ class _ReadResponder(_Interception):
     async def finish(self) -> None:
         assert self.held is not None
         start, self.held = self.held, None
-        etag = generate_etag(self.chunks, weak=self.tagging.weak)
-        headers = [*start["headers"], (b"etag", str(etag).encode())]  # hashes_body saw no ETag
-        if self.is_not_modified(Headers(raw=headers)):
+        etag = str(generate_etag(self.chunks, weak=self.tagging.weak)).encode()
+        headers = [*start["headers"], (b"etag", etag)]  # hashes_body saw no ETag
+        if self.asked_tag == etag or self.is_not_modified(Headers(raw=headers)):
             await self.not_modified(headers)
             return
         await self.downstream({**start, "headers": headers})
