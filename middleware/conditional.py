@@ -21,6 +21,8 @@ from middleware.httpdates import parse_http_date
 from middleware.problem import problem_response
 from middleware.types import ASGIApp, Message, Receive, Scope, Send
 
+RawHeaders = list[tuple[bytes, bytes]]
+
 __all__ = [
     "ConditionalMiddleware",
     "Preconditions",
@@ -236,12 +238,17 @@ class _Tagging:
     weak: bool
     limit: int
 
-    def hashes_body(self, status: int, headers: Headers) -> bool:
+    def hashes_body(self, status: int, headers: Iterable[tuple[bytes, bytes]]) -> bool:
         """Whether to hold a response to hash its body: a whole 2xx (not a 206 part) without an ETag that can end
-        and fit the limit."""
-        if not self.generate or not _whole_success(status) or "etag" in headers or _is_event_stream(headers):
+        and fit the limit. One pass over the raw fields: this runs for every response of a tagging route."""
+        if not self.generate or not _whole_success(status):
             return False
-        length = headers.get("content-length", "")
+        length = b""
+        for name, value in headers:
+            if name == b"etag" or (name == b"content-type" and _is_event_stream(value.decode("latin-1"))):
+                return False
+            if name == b"content-length":
+                length = value
         return not length.isdigit() or int(length) <= self.limit
 
 
@@ -263,9 +270,9 @@ def _carries_only(headers: Iterable[tuple[bytes, bytes]], tag: bytes) -> bool:
     return etags == 1 and matched
 
 
-def _is_event_stream(headers: Headers) -> bool:
+def _is_event_stream(content_type: str) -> bool:
     """Server-sent events: endless, and live, so neither hashed nor answered 304."""
-    return headers.get("content-type", "").partition(";")[0].strip().lower() == "text/event-stream"
+    return content_type.partition(";")[0].strip().lower() == "text/event-stream"
 
 
 class _Interception(ABC):
@@ -333,17 +340,20 @@ class _ReadResponder(_Interception):
 
     async def start(self, message: Message) -> None:
         message.setdefault("headers", [])  # Headers(raw=...) needs the key
-        if self.asked_tag is not None and _whole_success(message["status"]):
-            if _carries_only(message["headers"], self.asked_tag):
-                await self.not_modified(message["headers"])
-                return
-        headers = Headers(raw=message["headers"])
-        if self.tagging.hashes_body(message["status"], headers) and not message.get("trailers", False):
+        headers, status = message["headers"], message["status"]
+        if self.tagging.hashes_body(status, headers) and not message.get("trailers", False):
             self.held = message
-        elif _whole_success(message["status"]) and not _is_event_stream(headers) and self.is_not_modified(headers):
-            await self.not_modified(message["headers"])
+        elif self.request_headers is not None and _whole_success(status) and self.unchanged(headers):
+            await self.not_modified(headers)
         else:
             await self.pass_start(message)
+
+    def unchanged(self, headers: RawHeaders) -> bool:
+        """Whether a whole 2xx that is not hashed here answers this conditional request with a 304."""
+        if self.asked_tag is not None and _carries_only(headers, self.asked_tag):
+            return True
+        parsed = Headers(raw=headers)
+        return not _is_event_stream(parsed.get("content-type", "")) and self.is_not_modified(parsed)
 
     async def finish(self) -> None:
         assert self.held is not None
@@ -410,11 +420,12 @@ class _CurrentRepresentation(_Interception):
         if self.settled:
             await self.discard(message)
         elif message["type"] == "http.response.start":
-            headers = Headers(raw=message.get("headers", []))
+            raw = message.get("headers", [])
+            headers = Headers(raw=raw)
             if _whole_success(message["status"]):
                 self.validators = Validators.from_headers(headers)
                 self.own_etag = self.validators.etag is not None
-            if not self.tagging.hashes_body(message["status"], headers):
+            if not self.tagging.hashes_body(message["status"], raw):
                 self.settle()
         elif message["type"] != "http.response.body" or not self.buffer(message):
             self.settle()
