@@ -119,8 +119,7 @@ class RequestMetrics:
         self.metrics = metrics
         self.in_flight = metrics.in_flight_count
         # labelled children by label values: labels() costs a lock and a tuple per call
-        self._counted: dict[tuple[str, str, int], Any] = {}
-        self._timed: dict[tuple[str, str], Any] = {}
+        self._requests: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._children: dict[tuple[object, ...], Any] = {}
 
     def record(self, scope: Scope, status: int, duration: float) -> None:
@@ -128,15 +127,17 @@ class RequestMetrics:
         method = scope["method"]
         if method not in _METHODS:
             method = "OTHER"
-        status_class = status // 100
-        counted = self._counted.get((route, method, status_class))
-        if counted is None:
-            label = _STATUS_CLASSES.get(status_class, "other")
-            counted = self._counted[route, method, status_class] = self.metrics.requests.labels(route, method, label)
+        key = (route, method, status // 100)
+        children = self._requests.get(key)
+        if children is None:
+            label = _STATUS_CLASSES.get(key[2], "other")
+            metrics = self.metrics
+            children = self._requests[key] = (
+                metrics.requests.labels(route, method, label),
+                metrics.duration.labels(route, method),
+            )
+        counted, timed = children
         counted.inc()
-        timed = self._timed.get((route, method))
-        if timed is None:
-            timed = self._timed[route, method] = self.metrics.duration.labels(route, method)
         timed.observe(duration)
         state = scope.get("state")
         if not state:

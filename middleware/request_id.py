@@ -45,17 +45,18 @@ def take_request_id(scope: Scope, header: bytes, generator: Callable[[], str] = 
     """
     headers: list[tuple[bytes, bytes]] = scope["headers"]
     incoming = None
-    for name, value in headers:
+    for name, field_value in headers:
         if name == header:
-            incoming = value
+            incoming = field_value
             break
     if incoming is not None and _SANE.fullmatch(incoming):
-        encoded = incoming
+        value, encoded = incoming.decode("latin-1"), incoming
     else:
-        encoded = generator().encode("latin-1")
+        value = generator()
+        encoded = value.encode("latin-1")
         kept = headers if incoming is None else [field for field in headers if field[0] != header]
         scope["headers"] = [*kept, (header, encoded)]
-    scope.setdefault("state", {})["request_id"] = encoded.decode("latin-1")
+    scope.setdefault("state", {})["request_id"] = value
     return encoded
 
 
