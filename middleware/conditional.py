@@ -194,10 +194,12 @@ class ConditionalMiddleware:
                 if name == b"if-none-match":
                     if_none_match.append(value)
         responder = _ReadResponder(
-            self.tagging, Headers(scope=scope) if conditional else None, send, head_as_get=head_as_get
+            self.tagging,
+            Headers(scope=scope) if conditional else None,
+            send,
+            head_as_get=head_as_get,
+            asked_tag=if_none_match[0].strip() if len(if_none_match) == 1 else None,
         )
-        if len(if_none_match) == 1:
-            responder.asked_tag = if_none_match[0].strip()
         # A GET answered 304 before its body ended reads the rest and drops it rather than paying for a cancel
         # scope on every request: only an app sending validators it does not evaluate itself gets there, and
         # never with an event stream. A HEAD run as a GET is stopped, as its body is never wanted.
@@ -265,7 +267,7 @@ def _carries_only(headers: Iterable[tuple[bytes, bytes]], tag: bytes) -> bool:
         if name == b"etag":
             etags += 1
             matched = value == tag
-        elif name == b"content-type" and value.lower().startswith(b"text/event-stream"):
+        elif name == b"content-type" and _is_event_stream(value.decode("latin-1")):
             return False
     return etags == 1 and matched
 
@@ -315,13 +317,21 @@ class _Interception(ABC):
 class _ReadResponder(_Interception):
     """One GET/HEAD: holds the start while the body is hashed, then answers 304 or sends it on."""
 
-    def __init__(self, tagging: _Tagging, request_headers: Headers | None, send: Send, *, head_as_get: bool) -> None:
+    def __init__(
+        self,
+        tagging: _Tagging,
+        request_headers: Headers | None,
+        send: Send,
+        *,
+        head_as_get: bool,
+        asked_tag: bytes | None = None,
+    ) -> None:
         super().__init__(tagging)
         self.request_headers = request_headers  # None: not conditional, so never a 304
         self.downstream = send
         self.head_as_get = head_as_get
         self.held: Message | None = None  # the start, while its body is being hashed
-        self.asked_tag: bytes | None = None  # the one If-None-Match field, as sent
+        self.asked_tag = asked_tag  # the one If-None-Match field, as sent
 
     async def send(self, message: Message) -> None:
         if self.settled:
