@@ -17,12 +17,12 @@ from opentelemetry import trace
 from starlette.responses import Response
 
 from gateway.gather import Call, Outcome, gather
-from gateway.headers import NO_RULES, RawHeaders, upstream_request_headers
+from gateway.headers import NO_RULES, upstream_request_headers
 from gateway.templates import PCHAR_SAFE, Template
 from gateway.upstreams import Upstream, UpstreamTimeout
 from middleware.problem import problem_response
 from middleware.tracing import PROPAGATION_FIELDS
-from middleware.types import ASGIApp, Message, Receive, Scope, Send
+from middleware.types import ASGIApp, Message, RawHeaders, Receive, Scope, Send
 
 _QUERY_VALUE_SAFE = "!$'()*+,;:@-._~/?"
 

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from email.utils import formatdate
 
-RawHeaders = list[tuple[bytes, bytes]]
+from middleware.types import RawHeaders
 
 HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade"}

@@ -19,9 +19,8 @@ from starlette.responses import Response
 from config.settings import PROMETHEUS_MULTIPROC_DIR
 from flags.model import EvaluationContext
 from flags.resolution import Resolution
-from gateway.headers import RawHeaders
 from gateway.upstreams import Body, Transport, UpstreamError, UpstreamResponse
-from middleware.types import Scope
+from middleware.types import RawHeaders, Scope
 
 UNMATCHED = "(unmatched)"
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

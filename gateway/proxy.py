@@ -13,7 +13,7 @@ from urllib.parse import quote
 from starlette.responses import JSONResponse
 from starlette.types import Message, Receive, Scope, Send
 
-from gateway.headers import NO_RULES, HeaderRules, RawHeaders, client_response_headers, upstream_request_headers
+from gateway.headers import NO_RULES, HeaderRules, client_response_headers, upstream_request_headers
 from gateway.templates import PCHAR_SAFE, split_template
 from gateway.upstreams import (
     Body,
@@ -25,6 +25,7 @@ from gateway.upstreams import (
 )
 from middleware.flags import flag_resolutions
 from middleware.problem import problem_response
+from middleware.types import RawHeaders
 
 logger = logging.getLogger("gateway.proxy")
 

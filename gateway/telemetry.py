@@ -18,10 +18,9 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from config.settings import OtelSettings
-from gateway.headers import RawHeaders
 from gateway.upstreams import Body, Transport, UpstreamError, UpstreamResponse
 from middleware.tracing import PROPAGATION_FIELDS
-from middleware.types import Scope
+from middleware.types import RawHeaders, Scope
 
 TRACER_NAME = "gateway"
 

@@ -22,7 +22,7 @@ import httpx
 from starlette.types import ASGIApp
 from yarl import URL
 
-from gateway.headers import RawHeaders
+from middleware.types import RawHeaders
 
 Body = bytes | AsyncIterable[bytes]
 

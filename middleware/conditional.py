@@ -19,9 +19,7 @@ from starlette.datastructures import Headers
 from middleware.etags import ANY, EntityTag, generate_etag, parse_etag, parse_etag_list, strong_match, weak_match
 from middleware.httpdates import parse_http_date
 from middleware.problem import problem_response
-from middleware.types import ASGIApp, Message, Receive, Scope, Send
-
-RawHeaders = list[tuple[bytes, bytes]]
+from middleware.types import ASGIApp, Header, Message, RawHeaders, Receive, Scope, Send
 
 __all__ = [
     "ConditionalMiddleware",
@@ -88,7 +86,7 @@ def is_not_modified(request_headers: Headers, response_headers: Headers) -> bool
     return since is not None and modified is not None and modified <= since
 
 
-def not_modified_start(response_headers: Iterable[tuple[bytes, bytes]]) -> Message:
+def not_modified_start(response_headers: Iterable[Header]) -> Message:
     """The `http.response.start` of a 304 for a stored or just-built 200: only §15.4.5's fields, no body's."""
     headers = [(name, value) for name, value in response_headers if name.lower() in _NOT_MODIFIED_KEEP]
     return {"type": "http.response.start", "status": 304, "headers": headers}
@@ -240,7 +238,7 @@ class _Tagging:
     weak: bool
     limit: int
 
-    def hashes_body(self, status: int, headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    def hashes_body(self, status: int, headers: Iterable[Header]) -> bool:
         """Whether to hold a response to hash its body: a whole 2xx (not a 206 part) without an ETag that can end
         and fit the limit. One pass over the raw fields: this runs for every response of a tagging route."""
         if not self.generate or not _whole_success(status):
@@ -258,7 +256,7 @@ def _whole_success(status: int) -> bool:
     return 200 <= status < 300 and status != 206
 
 
-def _carries_only(headers: Iterable[tuple[bytes, bytes]], tag: bytes) -> bool:
+def _carries_only(headers: Iterable[Header], tag: bytes) -> bool:
     """Whether the response's one ETag is, byte for byte, the one tag a request asked about, and the response
     is no event stream: then it is not modified (equal tags match, §13.1.2) without parsing either field."""
     etags = 0
@@ -402,7 +400,7 @@ class _ReadResponder(_Interception):
         await self.downstream(_END)
         self.settled = True
 
-    async def not_modified(self, headers: Iterable[tuple[bytes, bytes]]) -> None:
+    async def not_modified(self, headers: Iterable[Header]) -> None:
         await self.downstream(not_modified_start(headers))
         await self.downstream(_END)
         self.settled = True

@@ -11,13 +11,11 @@ import re
 from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 
-from middleware.types import ASGIApp, Message, Receive, Scope, Send
+from middleware.types import ASGIApp, Header, Message, RawHeaders, Receive, Scope, Send
 
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 _SANE = re.compile(rb"[A-Za-z0-9._:/+=@-]{1,128}")
-
-Headers = Iterable[tuple[bytes, bytes]]
 
 
 class _Ids:
@@ -43,7 +41,7 @@ def take_request_id(scope: Scope, header: bytes, generator: Callable[[], str] = 
 
     `header` is the lower-case field name.
     """
-    headers: list[tuple[bytes, bytes]] = scope["headers"]
+    headers: RawHeaders = scope["headers"]
     incoming = None
     for name, field_value in headers:
         if name == header:
@@ -60,7 +58,7 @@ def take_request_id(scope: Scope, header: bytes, generator: Callable[[], str] = 
     return encoded
 
 
-def with_request_id(headers: Headers, header: bytes, encoded: bytes) -> list[tuple[bytes, bytes]]:
+def with_request_id(headers: Iterable[Header], header: bytes, encoded: bytes) -> RawHeaders:
     """Response headers carrying the request's id, in place of any the app set."""
     return [*[field for field in headers if field[0] != header], (header, encoded)]
 

@@ -29,9 +29,9 @@ from middleware.cache.policy import (
     refreshed_headers,
     same_validator,
 )
-from middleware.cache.store import CacheStore, Header, StoredResponse, StoreUnavailable, VaryIndex
+from middleware.cache.store import CacheStore, StoredResponse, StoreUnavailable, VaryIndex
 from middleware.problem import problem_response
-from middleware.types import ASGIApp, Message, Receive, Scope, Send
+from middleware.types import ASGIApp, Header, Message, Receive, Scope, Send
 
 __all__ = ["CacheMiddleware"]
 

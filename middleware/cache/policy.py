@@ -21,7 +21,8 @@ from email.utils import formatdate, mktime_tz, parsedate_tz
 
 from middleware.cache.cachecontrol import delta_seconds, parse_cache_control
 from middleware.cache.keys import KeyRules, vary_fields
-from middleware.cache.store import Header, StoredResponse
+from middleware.cache.store import StoredResponse
+from middleware.types import Header
 
 __all__ = [
     "CacheOptions",

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from middleware.cache.keys import UrlKey
+from middleware.types import Header
 
 __all__ = ["CacheStore", "Record", "StoreUnavailable", "StoredResponse", "VaryIndex", "pack", "unpack"]
 
-Header = tuple[bytes, bytes]
 
 _ENTRY = 1
 _INDEX = 2
