@@ -1,11 +1,11 @@
 """A route spec becomes its chain once, at start-up: only what its config asks for, in DESIGN.md's order.
 
-    flags -> conditional (304) -> cache -> conditional (ETag, 412) -> proxy | fan-out
+    flags -> cache -> conditional (ETag, 304, 412) -> proxy | fan-out
 
-Conditional reads are answered outside the cache, so a fresh entry answers If-None-Match without the
-upstream being asked; ETags are generated inside it, so the entry stores its tag and is not hashed again on
-every conditional hit, and a revalidation of a generated tag comes back as a 304 that refreshes the entry.
-Without a cache there is one conditional layer doing both.
+ETags are generated inside the cache, so an entry stores its tag and is not hashed again on every hit, and a
+revalidation of a generated tag comes back as a 304 that refreshes the entry. The cache answers conditional
+reads itself (from the entry, or from the response it just fetched), so a fresh entry answers If-None-Match
+without the upstream being asked and without a second conditional layer around the cache.
 """
 
 import asyncio
@@ -57,10 +57,6 @@ def build_chain(spec: RouteSpec, deps: RouteDependencies) -> Chain:
         app = ConditionalMiddleware(app, **etag)
     if spec.cache is not None:
         app = cached(app, spec.cache, deps.store, caches, key_extras(spec.cache, spec.flag_keys))
-        if etag is not None:
-            # ETags are made below the cache, so stored entries carry theirs and a conditional hit is answered
-            # without hashing the body again; this layer only compares (writes were evaluated below).
-            app = ConditionalMiddleware(app, generate_etag=False, preconditions="upstream")
     if spec.flag_keys:
         flags = deps.flag_settings
         app = FlagsMiddleware(

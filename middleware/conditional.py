@@ -2,12 +2,12 @@
 
 Place it outside (before) anything that changes the body, such as compression: a generated ETag hashes the
 bytes this middleware sees, so a body changed further out would keep a tag naming other bytes. Place it
-outside a cache too (DESIGN.md): a replayed entry is then tagged and answered 304 here, and a cache that
-wants to answer revalidations itself has `is_not_modified` and `not_modified_start`.
+inside a cache (gateway/chains.py): stored entries then carry their tag, and the cache answers conditional
+reads itself with `ReadConditions` and `not_modified_start`, as this middleware does.
 """
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal, get_args
@@ -24,6 +24,7 @@ from middleware.types import ASGIApp, Header, Message, RawHeaders, Receive, Scop
 __all__ = [
     "ConditionalMiddleware",
     "Preconditions",
+    "ReadConditions",
     "Validators",
     "failed_precondition",
     "is_not_modified",
@@ -84,6 +85,39 @@ def is_not_modified(request_headers: Headers, response_headers: Headers) -> bool
     last_modified = response_headers.get("last-modified") if since is not None else None
     modified = None if last_modified is None else parse_http_date(last_modified)
     return since is not None and modified is not None and modified <= since
+
+
+class ReadConditions:
+    """A GET's If-None-Match and If-Modified-Since, read once; `of` gives None for a request with neither."""
+
+    __slots__ = ("asked_tag", "headers")
+
+    def __init__(self, headers: Headers, asked_tag: bytes | None) -> None:
+        self.headers = headers
+        self.asked_tag = asked_tag  # the one If-None-Match field, as sent
+
+    @classmethod
+    def of(cls, request_headers: RawHeaders) -> "ReadConditions | None":
+        conditional = False
+        if_none_match: list[bytes] = []
+        for name, value in request_headers:
+            if name in _READ_CONDITIONS:
+                conditional = True
+                if name == b"if-none-match":
+                    if_none_match.append(value)
+        if not conditional:
+            return None
+        return cls(Headers(raw=request_headers), if_none_match[0].strip() if len(if_none_match) == 1 else None)
+
+    def not_modified(self, status: int, response_headers: Sequence[Header]) -> bool:
+        """Whether the response a GET/HEAD would get is answered 304 instead: only a whole 2xx (§13.2.1), never
+        an event stream. The ETag naming the one asked tag byte for byte matches without parsing (§13.1.2)."""
+        if not _whole_success(status):
+            return False
+        if self.asked_tag is not None and _carries_only(response_headers, self.asked_tag):
+            return True
+        parsed = Headers(raw=list(response_headers))
+        return not _is_event_stream(parsed.get("content-type", "")) and is_not_modified(self.headers, parsed)
 
 
 def not_modified_start(response_headers: Iterable[Header]) -> Message:
@@ -184,20 +218,7 @@ class ConditionalMiddleware:
 
     async def _read(self, scope: Scope, receive: Receive, send: Send) -> None:
         head_as_get = scope["method"] == "HEAD" and self.tagging.generate
-        conditional = False
-        if_none_match: list[bytes] = []
-        for name, value in scope["headers"]:
-            if name in _READ_CONDITIONS:
-                conditional = True
-                if name == b"if-none-match":
-                    if_none_match.append(value)
-        responder = _ReadResponder(
-            self.tagging,
-            Headers(scope=scope) if conditional else None,
-            send,
-            head_as_get=head_as_get,
-            asked_tag=if_none_match[0].strip() if len(if_none_match) == 1 else None,
-        )
+        responder = _ReadResponder(self.tagging, ReadConditions.of(scope["headers"]), send, head_as_get=head_as_get)
         # A GET answered 304 before its body ended reads the rest and drops it rather than paying for a cancel
         # scope on every request: only an app sending validators it does not evaluate itself gets there, and
         # never with an event stream. A HEAD run as a GET is stopped, as its body is never wanted.
@@ -315,21 +336,12 @@ class _Interception(ABC):
 class _ReadResponder(_Interception):
     """One GET/HEAD: holds the start while the body is hashed, then answers 304 or sends it on."""
 
-    def __init__(
-        self,
-        tagging: _Tagging,
-        request_headers: Headers | None,
-        send: Send,
-        *,
-        head_as_get: bool,
-        asked_tag: bytes | None = None,
-    ) -> None:
+    def __init__(self, tagging: _Tagging, conditions: ReadConditions | None, send: Send, *, head_as_get: bool) -> None:
         super().__init__(tagging)
-        self.request_headers = request_headers  # None: not conditional, so never a 304
+        self.conditions = conditions  # None: not conditional, so never a 304
         self.downstream = send
         self.head_as_get = head_as_get
         self.held: Message | None = None  # the start, while its body is being hashed
-        self.asked_tag = asked_tag  # the one If-None-Match field, as sent
 
     async def send(self, message: Message) -> None:
         if self.settled:
@@ -351,33 +363,23 @@ class _ReadResponder(_Interception):
         headers, status = message["headers"], message["status"]
         if self.tagging.hashes_body(status, headers) and not message.get("trailers", False):
             self.held = message
-        elif self.request_headers is not None and _whole_success(status) and self.unchanged(headers):
+        elif self.conditions is not None and self.conditions.not_modified(status, headers):
             await self.not_modified(headers)
         else:
             await self.pass_start(message)
-
-    def unchanged(self, headers: RawHeaders) -> bool:
-        """Whether a whole 2xx that is not hashed here answers this conditional request with a 304."""
-        if self.asked_tag is not None and _carries_only(headers, self.asked_tag):
-            return True
-        parsed = Headers(raw=headers)
-        return not _is_event_stream(parsed.get("content-type", "")) and self.is_not_modified(parsed)
 
     async def finish(self) -> None:
         assert self.held is not None
         start, self.held = self.held, None
         etag = str(generate_etag(self.chunks, weak=self.tagging.weak)).encode()
         headers = [*start["headers"], (b"etag", etag)]  # hashes_body saw no ETag
-        if self.asked_tag == etag or self.is_not_modified(Headers(raw=headers)):
+        if self.conditions is not None and self.conditions.not_modified(start["status"], headers):
             await self.not_modified(headers)
             return
         await self.downstream({**start, "headers": headers})
         body = b"" if self.head_as_get else b"".join(self.chunks)
         await self.downstream({"type": "http.response.body", "body": body, "more_body": False})
         self.settled = True
-
-    def is_not_modified(self, response_headers: Headers) -> bool:
-        return self.request_headers is not None and is_not_modified(self.request_headers, response_headers)
 
     async def flush(self, *, more_body: bool) -> None:
         """The body is not to be tagged after all: send what was held, in order, and stream the rest."""

@@ -1,7 +1,9 @@
 """CacheMiddleware: the cache's only I/O driver (lookup, coalesce, forward, store, revalidate, invalidate).
 
 RFC 9111 shared-cache semantics; the rules themselves live in policy.py. A hit is answered here with
-the stored ASGI headers plus `Age` (§5.1) and `Cache-Status` (RFC 9211), body in one message.
+the stored ASGI headers plus `Age` (§5.1) and `Cache-Status` (RFC 9211), body in one message. A client's
+If-None-Match / If-Modified-Since is evaluated against the response it would get (§4.3.2), stored or just
+fetched, and answered 304; the upstream is always asked for the whole response, which is what gets stored.
 """
 
 import asyncio
@@ -30,6 +32,7 @@ from middleware.cache.policy import (
     same_validator,
 )
 from middleware.cache.store import CacheStore, StoredResponse, StoreUnavailable, VaryIndex
+from middleware.conditional import ReadConditions, not_modified_start
 from middleware.problem import problem_response
 from middleware.types import ASGIApp, Header, Message, Receive, Scope, Send
 
@@ -38,9 +41,9 @@ __all__ = ["CacheMiddleware"]
 logger = logging.getLogger("middleware.cache")
 
 _SAFE = frozenset({"OPTIONS", "TRACE"})  # GET and HEAD are served; every other method invalidates (§4.4)
-_CLIENT_CONDITIONS = frozenset(
-    {b"if-none-match", b"if-modified-since", b"if-range", b"if-match", b"if-unmodified-since"}
-)
+_READ_CONDITIONS = frozenset({b"if-none-match", b"if-modified-since"})
+_CLIENT_CONDITIONS = _READ_CONDITIONS | {b"if-range", b"if-match", b"if-unmodified-since"}
+_END: Message = {"type": "http.response.body", "body": b"", "more_body": False}
 _SOLO_SECONDS = 30.0  # how long a key whose response could not be stored skips coalescing (hit-for-pass)
 _SOLO_LIMIT = 4096
 
@@ -54,6 +57,7 @@ class _Request:
     head: str  # the variant the route's extra key parts select
     is_head: bool
     authorized: bool
+    conditions: ReadConditions | None = None  # None: not conditional, so never a 304
     only_if_cached: bool = False
     no_cache: bool = False  # the client's freshness demands below are set only when honoured
     no_store: bool = False
@@ -184,7 +188,7 @@ class CacheMiddleware:
 
     def _request(self, scope: Scope) -> _Request:
         cache_control: list[str] = []
-        authorized = False
+        authorized = conditional = False
         host = None
         for name, value in scope["headers"]:
             if name == b"host":
@@ -193,9 +197,13 @@ class CacheMiddleware:
                 cache_control.append(value.decode("latin-1"))
             elif name == b"authorization":
                 authorized = True
+            elif name in _READ_CONDITIONS:
+                conditional = True
         extras = self.key_extras(scope) if self.key_extras is not None else None
         url = url_key(scope, self.options.keys, host)
         request = _Request(scope, url, extras_variant(extras), scope["method"] == "HEAD", authorized)
+        if conditional:
+            request.conditions = ReadConditions.of(scope["headers"])
         if cache_control:
             directives = parse_cache_control(", ".join(cache_control))
             request.only_if_cached = "only-if-cached" in directives
@@ -222,8 +230,11 @@ class CacheMiddleware:
         return record, request.head, ""  # stored at the head variant: it does not vary
 
     async def _replay(self, request: _Request, entry: StoredResponse, age: float, status: bytes, send: Send) -> None:
-        headers = [*entry.headers, (b"age", b"%d" % age), (b"cache-status", status)]
-        await send({"type": "http.response.start", "status": entry.status, "headers": headers})
+        answer = [(b"age", b"%d" % age), (b"cache-status", status)]
+        if request.conditions is not None and request.conditions.not_modified(entry.status, entry.headers):
+            await _not_modified(entry.headers, answer, send)
+            return
+        await send({"type": "http.response.start", "status": entry.status, "headers": [*entry.headers, *answer]})
         await send({"type": "http.response.body", "body": b"" if request.is_head else entry.body})
 
     # --- misses: coalesce, then forward -------------------------------------------------------------------
@@ -547,8 +558,12 @@ class _Tee:
         if self.reason in ("stale", "request"):  # a stored response was there: say how the upstream answered
             status += f"; fwd-status={self.status}"
         status += "; stored" if self.storing else f"; detail={decision}"
-        headers = [*self.headers, (b"cache-status", status.encode())]
-        await self.client({**self.start, "headers": headers})
+        answer = [(b"cache-status", status.encode())]
+        if request.conditions is not None and request.conditions.not_modified(self.status, self.headers):
+            await _not_modified(self.headers, answer, self.client)
+            self.client = None  # answered: the body is only read to store it
+            return
+        await self.client({**self.start, "headers": [*self.headers, *answer]})
 
 
 def _too_large(headers: Sequence[Header], first_chunk: int, more: bool, limit: int) -> bool:
@@ -557,6 +572,14 @@ def _too_large(headers: Sequence[Header], first_chunk: int, more: bool, limit: i
         return first_chunk > limit
     length = next((value for name, value in headers if name == b"content-length"), None)
     return length is not None and length.isdigit() and int(length) > limit
+
+
+async def _not_modified(headers: Sequence[Header], answer: list[Header], send: Send) -> None:
+    """A 304 for a 200 the cache would send: its §15.4.5 fields, and how the cache answered (Age, Cache-Status)."""
+    start = not_modified_start(headers)
+    start["headers"] += answer
+    await send(start)
+    await send(_END)
 
 
 def _annotated(send: Send, cache_status: bytes) -> Send:

@@ -40,16 +40,6 @@ async def test_revalidation_sends_validators_and_a_304_refreshes_without_the_bod
     assert (hit.text, hit.headers["x-version"], hit.headers["cache-status"]) == ("hit 1", "2", "gateway; hit; ttl=50")
 
 
-async def test_client_conditionals_are_not_sent_on_a_fill(make_cache: CacheFactory) -> None:
-    """The cache asks for a full response it can store; conditional answers are for the layer outside."""
-    upstream = Upstream(validated())
-    upstream.not_modified_headers = {}
-    async with client_for(make_cache(upstream)) as client:
-        response = await client.get("/a", headers={"if-none-match": '"v1"'})
-    assert (response.status_code, response.text) == (200, "hit 1")
-    assert "if-none-match" not in upstream.seen[0][1]
-
-
 async def test_revalidation_answered_200_replaces_the_entry(make_cache: CacheFactory, clock: Clock) -> None:
     upstream = Upstream(validated())
     async with client_for(make_cache(upstream, keep=600)) as client:
