@@ -88,13 +88,14 @@ def is_not_modified(request_headers: Headers, response_headers: Headers) -> bool
 
 
 class ReadConditions:
-    """A GET's If-None-Match and If-Modified-Since, read once; `of` gives None for a request with neither."""
+    """A GET's If-None-Match and If-Modified-Since; `of` gives None for a request with neither. A request whose
+    one If-None-Match names the response's ETag byte for byte is answered without parsing any field."""
 
-    __slots__ = ("asked_tag", "headers")
+    __slots__ = ("asked_tag", "raw")
 
-    def __init__(self, headers: Headers, asked_tag: bytes | None) -> None:
-        self.headers = headers
-        self.asked_tag = asked_tag  # the one If-None-Match field, as sent
+    def __init__(self, request_headers: RawHeaders, if_none_match: Sequence[bytes]) -> None:
+        self.raw = request_headers
+        self.asked_tag = if_none_match[0].strip() if len(if_none_match) == 1 else None
 
     @classmethod
     def of(cls, request_headers: RawHeaders) -> "ReadConditions | None":
@@ -105,9 +106,7 @@ class ReadConditions:
                 conditional = True
                 if name == b"if-none-match":
                     if_none_match.append(value)
-        if not conditional:
-            return None
-        return cls(Headers(raw=request_headers), if_none_match[0].strip() if len(if_none_match) == 1 else None)
+        return cls(request_headers, if_none_match) if conditional else None
 
     def not_modified(self, status: int, response_headers: Sequence[Header]) -> bool:
         """Whether the response a GET/HEAD would get is answered 304 instead: only a whole 2xx (§13.2.1), never
@@ -117,12 +116,13 @@ class ReadConditions:
         if self.asked_tag is not None and _carries_only(response_headers, self.asked_tag):
             return True
         parsed = Headers(raw=list(response_headers))
-        return not _is_event_stream(parsed.get("content-type", "")) and is_not_modified(self.headers, parsed)
+        return not _is_event_stream(parsed.get("content-type", "")) and is_not_modified(Headers(raw=self.raw), parsed)
 
 
 def not_modified_start(response_headers: Iterable[Header]) -> Message:
-    """The `http.response.start` of a 304 for a stored or just-built 200: only §15.4.5's fields, no body's."""
-    headers = [(name, value) for name, value in response_headers if name.lower() in _NOT_MODIFIED_KEEP]
+    """The `http.response.start` of a 304 for a stored or just-built 200: only §15.4.5's fields, no body's.
+    ASGI header names are lowercase."""
+    headers = [(name, value) for name, value in response_headers if name in _NOT_MODIFIED_KEEP]
     return {"type": "http.response.start", "status": 304, "headers": headers}
 
 

@@ -41,8 +41,9 @@ __all__ = ["CacheMiddleware"]
 logger = logging.getLogger("middleware.cache")
 
 _SAFE = frozenset({"OPTIONS", "TRACE"})  # GET and HEAD are served; every other method invalidates (§4.4)
-_READ_CONDITIONS = frozenset({b"if-none-match", b"if-modified-since"})
-_CLIENT_CONDITIONS = _READ_CONDITIONS | {b"if-range", b"if-match", b"if-unmodified-since"}
+_CLIENT_CONDITIONS = frozenset(
+    {b"if-none-match", b"if-modified-since", b"if-range", b"if-match", b"if-unmodified-since"}
+)
 _END: Message = {"type": "http.response.body", "body": b"", "more_body": False}
 _SOLO_SECONDS = 30.0  # how long a key whose response could not be stored skips coalescing (hit-for-pass)
 _SOLO_LIMIT = 4096
@@ -188,7 +189,8 @@ class CacheMiddleware:
 
     def _request(self, scope: Scope) -> _Request:
         cache_control: list[str] = []
-        authorized = conditional = False
+        if_none_match: list[bytes] = []
+        authorized = if_modified_since = False
         host = None
         for name, value in scope["headers"]:
             if name == b"host":
@@ -197,13 +199,15 @@ class CacheMiddleware:
                 cache_control.append(value.decode("latin-1"))
             elif name == b"authorization":
                 authorized = True
-            elif name in _READ_CONDITIONS:
-                conditional = True
+            elif name == b"if-none-match":
+                if_none_match.append(value)
+            elif name == b"if-modified-since":
+                if_modified_since = True
         extras = self.key_extras(scope) if self.key_extras is not None else None
         url = url_key(scope, self.options.keys, host)
         request = _Request(scope, url, extras_variant(extras), scope["method"] == "HEAD", authorized)
-        if conditional:
-            request.conditions = ReadConditions.of(scope["headers"])
+        if if_none_match or if_modified_since:
+            request.conditions = ReadConditions(scope["headers"], if_none_match)
         if cache_control:
             directives = parse_cache_control(", ".join(cache_control))
             request.only_if_cached = "only-if-cached" in directives

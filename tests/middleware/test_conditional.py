@@ -750,7 +750,7 @@ def test_not_modified_start_keeps_only_rfc_9110_15_4_5_fields() -> None:
     stored = [
         (b"content-type", b"text/plain"),
         (b"content-length", b"9"),
-        (b"ETag", b'"a"'),
+        (b"etag", b'"a"'),
         (b"cache-control", b"max-age=60"),
         (b"content-location", b"/doc"),
         (b"date", LAST_MODIFIED.encode()),
