@@ -3,7 +3,7 @@
 Place it outside (before) anything that changes the body, such as compression: a generated ETag hashes the
 bytes this middleware sees, so a body changed further out would keep a tag naming other bytes. Place it
 inside a cache (gateway/chains.py): stored entries then carry their tag, and the cache answers conditional
-reads itself with `ReadConditions` and `not_modified_start`, as this middleware does.
+reads itself with `ReadConditions`, as this middleware does.
 """
 
 from abc import ABC, abstractmethod
@@ -108,15 +108,18 @@ class ReadConditions:
                     if_none_match.append(value)
         return cls(request_headers, if_none_match) if conditional else None
 
-    def not_modified(self, status: int, response_headers: Sequence[Header]) -> bool:
-        """Whether the response a GET/HEAD would get is answered 304 instead: only a whole 2xx (§13.2.1), never
-        an event stream. The ETag naming the one asked tag byte for byte matches without parsing (§13.1.2)."""
+    def answer(self, status: int, response_headers: Sequence[Header]) -> Message | None:
+        """The start of the 304 that answers a GET/HEAD in place of this response, or None to send the response:
+        only a whole 2xx is replaced (§13.2.1), never an event stream. The ETag naming the one asked tag byte for
+        byte matches without parsing (§13.1.2), in the one pass that picks the 304's fields."""
         if not _whole_success(status):
-            return False
-        if self.asked_tag is not None and _carries_only(response_headers, self.asked_tag):
-            return True
+            return None
+        if self.asked_tag is not None and (kept := _kept_if_tagged(response_headers, self.asked_tag)) is not None:
+            return {"type": "http.response.start", "status": 304, "headers": kept}
         parsed = Headers(raw=list(response_headers))
-        return not _is_event_stream(parsed.get("content-type", "")) and is_not_modified(Headers(raw=self.raw), parsed)
+        if _is_event_stream(parsed.get("content-type", "")) or not is_not_modified(Headers(raw=self.raw), parsed):
+            return None
+        return not_modified_start(response_headers)
 
 
 def not_modified_start(response_headers: Iterable[Header]) -> Message:
@@ -277,18 +280,20 @@ def _whole_success(status: int) -> bool:
     return 200 <= status < 300 and status != 206
 
 
-def _carries_only(headers: Iterable[Header], tag: bytes) -> bool:
-    """Whether the response's one ETag is, byte for byte, the one tag a request asked about, and the response
-    is no event stream: then it is not modified (equal tags match, §13.1.2) without parsing either field."""
+def _kept_if_tagged(headers: Iterable[Header], tag: bytes) -> list[Header] | None:
+    """The fields a 304 keeps, when the response's one ETag is `tag` byte for byte and it is no event stream."""
+    kept: list[Header] = []
     etags = 0
     matched = False
     for name, value in headers:
-        if name == b"etag":
-            etags += 1
-            matched = value == tag
+        if name in _NOT_MODIFIED_KEEP:
+            kept.append((name, value))
+            if name == b"etag":
+                etags += 1
+                matched = value == tag
         elif name == b"content-type" and _is_event_stream(value.decode("latin-1")):
-            return False
-    return etags == 1 and matched
+            return None
+    return kept if etags == 1 and matched else None
 
 
 def _is_event_stream(content_type: str) -> bool:
@@ -363,8 +368,8 @@ class _ReadResponder(_Interception):
         headers, status = message["headers"], message["status"]
         if self.tagging.hashes_body(status, headers) and not message.get("trailers", False):
             self.held = message
-        elif self.conditions is not None and self.conditions.not_modified(status, headers):
-            await self.not_modified(headers)
+        elif self.conditions is not None and (answer := self.conditions.answer(status, headers)) is not None:
+            await self.not_modified(answer)
         else:
             await self.pass_start(message)
 
@@ -373,8 +378,8 @@ class _ReadResponder(_Interception):
         start, self.held = self.held, None
         etag = str(generate_etag(self.chunks, weak=self.tagging.weak)).encode()
         headers = [*start["headers"], (b"etag", etag)]  # hashes_body saw no ETag
-        if self.conditions is not None and self.conditions.not_modified(start["status"], headers):
-            await self.not_modified(headers)
+        if self.conditions is not None and (answer := self.conditions.answer(start["status"], headers)) is not None:
+            await self.not_modified(answer)
             return
         await self.downstream({**start, "headers": headers})
         body = b"" if self.head_as_get else b"".join(self.chunks)
@@ -402,8 +407,8 @@ class _ReadResponder(_Interception):
         await self.downstream(_END)
         self.settled = True
 
-    async def not_modified(self, headers: Iterable[Header]) -> None:
-        await self.downstream(not_modified_start(headers))
+    async def not_modified(self, start: Message) -> None:
+        await self.downstream(start)
         await self.downstream(_END)
         self.settled = True
 

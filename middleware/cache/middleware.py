@@ -32,7 +32,7 @@ from middleware.cache.policy import (
     same_validator,
 )
 from middleware.cache.store import CacheStore, StoredResponse, StoreUnavailable, VaryIndex
-from middleware.conditional import ReadConditions, not_modified_start
+from middleware.conditional import ReadConditions
 from middleware.problem import problem_response
 from middleware.types import ASGIApp, Header, Message, Receive, Scope, Send
 
@@ -235,8 +235,8 @@ class CacheMiddleware:
 
     async def _replay(self, request: _Request, entry: StoredResponse, age: float, status: bytes, send: Send) -> None:
         answer = [(b"age", b"%d" % age), (b"cache-status", status)]
-        if request.conditions is not None and request.conditions.not_modified(entry.status, entry.headers):
-            await _not_modified(entry.headers, answer, send)
+        if request.conditions is not None and (start := request.conditions.answer(entry.status, entry.headers)):
+            await _not_modified(start, answer, send)
             return
         await send({"type": "http.response.start", "status": entry.status, "headers": [*entry.headers, *answer]})
         await send({"type": "http.response.body", "body": b"" if request.is_head else entry.body})
@@ -563,8 +563,8 @@ class _Tee:
             status += f"; fwd-status={self.status}"
         status += "; stored" if self.storing else f"; detail={decision}"
         answer = [(b"cache-status", status.encode())]
-        if request.conditions is not None and request.conditions.not_modified(self.status, self.headers):
-            await _not_modified(self.headers, answer, self.client)
+        if request.conditions is not None and (start := request.conditions.answer(self.status, self.headers)):
+            await _not_modified(start, answer, self.client)
             self.client = None  # answered: the body is only read to store it
             return
         await self.client({**self.start, "headers": [*self.headers, *answer]})
@@ -578,9 +578,8 @@ def _too_large(headers: Sequence[Header], first_chunk: int, more: bool, limit: i
     return length is not None and length.isdigit() and int(length) > limit
 
 
-async def _not_modified(headers: Sequence[Header], answer: list[Header], send: Send) -> None:
-    """A 304 for a 200 the cache would send: its §15.4.5 fields, and how the cache answered (Age, Cache-Status)."""
-    start = not_modified_start(headers)
+async def _not_modified(start: Message, answer: list[Header], send: Send) -> None:
+    """A 304 in place of a 200 the cache would send, saying how the cache answered (Age, Cache-Status)."""
     start["headers"] += answer
     await send(start)
     await send(_END)
