@@ -61,7 +61,10 @@ async def gather(
         missing = [name for name in call.after if name not in names or name == call.name]
         if missing:
             raise ValueError(f"call {call.name!r} waits for unknown calls {missing}")
-    limit = asyncio.Semaphore(max_concurrency)
+    # a route's own bound that cannot bind (no more calls than it allows) is not paid for on every call
+    limits = [asyncio.Semaphore(max_concurrency)] if max_concurrency < len(calls) else []
+    if shared_limit is not None:
+        limits.append(shared_limit)
     finished = {call.name: asyncio.Event() for call in calls if any(call.name in other.after for other in calls)}
     outcomes: dict[str, Outcome[T]] = {}
 
@@ -74,7 +77,7 @@ async def gather(
                 outcomes[call.name] = Outcome("cancelled", error=f"{', '.join(failed)} failed")
             else:
                 inputs = {name: outcomes[name].value for name in call.after}
-                outcomes[call.name] = await _attempt(call, inputs, limit, shared_limit)
+                outcomes[call.name] = await _attempt(call, inputs, limits)
         finally:
             if call.name in finished:
                 finished[call.name].set()
@@ -95,14 +98,17 @@ async def gather(
     return {call.name: outcomes.get(call.name, cut_off) for call in calls}
 
 
-async def _attempt(
-    call: Call[T], inputs: Mapping[str, Any], limit: asyncio.Semaphore, shared_limit: asyncio.Semaphore | None
-) -> Outcome[T]:
-    async with limit:
-        if shared_limit is None:
-            return await _outcome(call, inputs)
-        async with shared_limit:
-            return await _outcome(call, inputs)
+async def _attempt(call: Call[T], inputs: Mapping[str, Any], limits: Sequence[asyncio.Semaphore]) -> Outcome[T]:
+    """The call's outcome once every limit has a slot for it."""
+    held: list[asyncio.Semaphore] = []
+    try:
+        for limit in limits:
+            await limit.acquire()
+            held.append(limit)
+        return await _outcome(call, inputs)
+    finally:
+        for limit in held:
+            limit.release()
 
 
 async def _outcome(call: Call[T], inputs: Mapping[str, Any]) -> Outcome[T]:

@@ -231,6 +231,24 @@ async def test_gather_deadline_leaves_no_task_running() -> None:
     assert asyncio.all_tasks() == before
 
 
+async def test_gather_gives_back_every_slot_it_took() -> None:
+    """Calls cut off running, or while waiting for a slot of either limit, leave the shared limit as they found it."""
+    shared = asyncio.Semaphore(2)
+    never = asyncio.Event()
+
+    async def stuck(_: object) -> None:
+        await never.wait()
+
+    calls = [Call(name, stuck) for name in ("a", "b", "c", "d")]  # two run, one waits on `shared`, one on the route
+    outcomes = await gather(calls, max_concurrency=3, deadline=0.05, shared_limit=shared)
+    assert [outcome.status for outcome in outcomes.values()] == ["timeout"] * 4
+    free = 0
+    while not shared.locked():
+        await shared.acquire()
+        free += 1
+    assert free == 2
+
+
 async def test_gather_refuses_unknown_dependencies() -> None:
     async def noop(_: object) -> None:
         return None
