@@ -84,14 +84,18 @@ def _json(value: str | None) -> str:
     return "null" if value is None else encode_basestring_ascii(value)
 
 
+_second: tuple[int, str] = (-1, "")
 _stamp: tuple[int, str] = (-1, "")
 
 
 def _timestamp() -> str:
-    """ISO 8601 UTC with milliseconds, formatted once per millisecond (several requests end in each under load)."""
-    global _stamp
+    """ISO 8601 UTC with milliseconds, formatted once per millisecond (several requests end in each under load),
+    its date and time of day once per second."""
+    global _second, _stamp
     millis = int(time.time() * 1000)
     if millis != _stamp[0]:
         second, fraction = divmod(millis, 1000)
-        _stamp = (millis, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)) + f".{fraction:03d}+00:00")
+        if second != _second[0]:
+            _second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+        _stamp = (millis, f"{_second[1]}.{fraction:03d}+00:00")
     return _stamp[1]
