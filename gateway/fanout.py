@@ -92,6 +92,8 @@ class FanoutHandler:
         shared_limit: asyncio.Semaphore | None = None,
     ) -> None:
         self.calls = calls
+        self._required = frozenset(call.name for call in calls if call.required)
+        self._members = {call.name: orjson.dumps(call.name) + b":" for call in calls}  # `"name":`, encoded once
         self.max_concurrency = max_concurrency
         self.deadline = deadline
         self.merge = merge
@@ -148,9 +150,8 @@ class FanoutHandler:
         return run
 
     def _answer(self, outcomes: Mapping[str, Outcome[Answer]]) -> Response:
-        by_name = {call.name: call for call in self.calls}
         for name, outcome in outcomes.items():
-            if not outcome.ok and by_name[name].required:
+            if not outcome.ok and name in self._required:
                 status = 504 if outcome.status == "timeout" else 502
                 return problem_response(status, f"The call '{name}' failed: {outcome.error}.", call=name)
         failed = [f"{name}; reason={outcome.status}" for name, outcome in outcomes.items() if not outcome.ok]
@@ -163,7 +164,7 @@ class FanoutHandler:
             body = orjson.dumps(merged)
         else:  # each answer's own bytes, validated but not parsed and serialised again
             members = [
-                orjson.dumps(name) + b":" + (outcome.value.raw if outcome.value is not None else b"null")
+                self._members[name] + (outcome.value.raw if outcome.value is not None else b"null")
                 for name, outcome in outcomes.items()
             ]
             body = b"{" + b",".join(members) + b"}"
