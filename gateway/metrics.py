@@ -34,6 +34,8 @@ _ERROR_KINDS = {
 
 
 class Tally:
+    """A count without a lock, for one worker's in-flight gauge to read at scrape time."""
+
     __slots__ = ("value",)
 
     def __init__(self) -> None:
