@@ -13,12 +13,15 @@ ASGI apps. Both map their failures onto one hierarchy, so the proxy answers 502/
 
 import asyncio
 import errno
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
 import aiohttp
 import httpx
+from aiohttp import hdrs
+from aiohttp.typedefs import LooseHeaders
+from multidict import CIMultiDict
 from starlette.types import ASGIApp
 from yarl import URL
 
@@ -87,8 +90,27 @@ class Transport(Protocol):
 
 # aiohttp ---------------------------------------------------------------------------------------------------
 
-# aiohttp would otherwise add these; a proxy forwards only what the client sent.
-_AIOHTTP_SKIP_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
+
+class _ForwardingRequest(aiohttp.ClientRequest):
+    """aiohttp's request, sending the fields the proxy prepared and none of its own (no Accept,
+    Accept-Encoding, User-Agent or Content-Type): a proxy forwards what the client sent.
+
+    The stock way, the session's `skip_auto_headers`, copies every field twice more per request, and the
+    stock `update_headers` adds them one by one to a new multidict: together ~8 % of a proxied 1 KB miss
+    (measured). The session's own multidict, made for this request, is taken as it is instead.
+    """
+
+    def update_headers(self, headers: LooseHeaders | None) -> None:
+        if isinstance(headers, CIMultiDict) and hdrs.HOST in headers:
+            self.headers = headers
+        else:
+            super().update_headers(headers)
+
+    def update_auto_headers(self, skip_auto_headers: Iterable[str] | None) -> None:
+        self._skip_auto_headers = _NO_CONTENT_TYPE
+
+
+_NO_CONTENT_TYPE: CIMultiDict[None] = CIMultiDict({hdrs.CONTENT_TYPE: None})
 
 
 # Everything aiohttp raises for a failed exchange (ServerTimeoutError is both a ClientError and a TimeoutError).
@@ -151,7 +173,7 @@ class AiohttpTransport:
                 timeout=self._timeout,
                 auto_decompress=False,
                 cookie_jar=aiohttp.DummyCookieJar(),
-                skip_auto_headers=_AIOHTTP_SKIP_AUTO_HEADERS,
+                request_class=_ForwardingRequest,
             )
             # aiohttp resends every RFC-idempotent method (PUT and DELETE too) after a disconnect; which
             # requests may be sent twice is each route's decision (ProxyHandler), so its own retry is off.

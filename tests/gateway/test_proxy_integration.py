@@ -49,6 +49,21 @@ async def test_requests_reach_a_real_upstream_with_repeated_headers_and_query(ma
     assert response.headers.get_list("set-cookie") == ["a=1", "b=2"]
 
 
+async def test_a_client_without_agent_accept_or_content_type_fields_gets_none_added(
+    make_gateway: GatewayFactory,
+) -> None:
+    """aiohttp adds Accept, Accept-Encoding, User-Agent and a body's Content-Type to requests of its own."""
+    async with serve(echo) as upstream:
+        app = make_gateway(routes_for(upstream))
+        async with client_for(app) as client:
+            client.headers.clear()
+            posted = await client.post("/api/items", content=b"hello")
+            got = await client.get("/api/items")
+    for response in (posted, got):
+        names = [name for name, _ in response.json()["headers"]]
+        assert not {"accept", "accept-encoding", "user-agent", "content-type"} & set(names)
+
+
 async def test_upstream_timeout_is_a_504_problem(make_gateway: GatewayFactory) -> None:
     stalling = Stalling()
     async with serve(stalling) as upstream:
