@@ -11,7 +11,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from starlette.requests import Request
 from starlette.responses import Response
@@ -19,6 +19,7 @@ from starlette.responses import Response
 from config.settings import PROMETHEUS_MULTIPROC_DIR
 from flags.model import EvaluationContext
 from flags.resolution import Resolution
+from gateway.series import Count, CounterFamily, Series, Tally, Timing
 from gateway.upstreams import Body, Transport, UpstreamError, UpstreamResponse
 from middleware.types import RawHeaders, Scope
 
@@ -33,59 +34,40 @@ _ERROR_KINDS = {
 }
 
 
-class Tally:
-    """A count without a lock, for one worker's in-flight gauge to read at scrape time."""
-
-    __slots__ = ("value",)
-
-    def __init__(self) -> None:
-        self.value = 0
-
-    def inc(self) -> None:
-        self.value += 1
-
-    def dec(self) -> None:
-        self.value -= 1
-
-
 class Metrics:
     """The gateway's series, in a registry of its own (so several gateways can live in one process)."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         registry = self.registry
-        self.requests = Counter(
-            "gateway_requests", "Requests answered", ["route", "method", "status"], registry=registry
-        )
-        self.duration = Histogram(
-            "gateway_request_duration_seconds", "Time to answer", ["route", "method"], registry=registry
-        )
+        multiprocess = bool(os.environ.get(PROMETHEUS_MULTIPROC_DIR))
+        series = Series(registry, multiprocess=multiprocess)
+        self.requests = series.counter("gateway_requests", "Requests answered", ["route", "method", "status"])
+        self.duration = series.histogram("gateway_request_duration_seconds", "Time to answer", ["route", "method"])
         self.in_flight = Gauge(
             "gateway_requests_in_flight", "Requests being answered", registry=registry, multiprocess_mode="livesum"
         )
         # One worker: a plain count the gauge reads when scraped (its own inc/dec take a lock each). Several:
         # the gauge itself, whose value the other workers' scrapes read from the shared files.
         self.in_flight_count: Gauge | Tally = self.in_flight
-        if not os.environ.get(PROMETHEUS_MULTIPROC_DIR):
+        if not multiprocess:
             tally = self.in_flight_count = Tally()
             self.in_flight.set_function(lambda: tally.value)
-        self.upstream_requests = Counter(
-            "gateway_upstream_requests", "Upstream calls by outcome", ["upstream", "outcome"], registry=registry
+        self.upstream_requests = series.counter(
+            "gateway_upstream_requests", "Upstream calls by outcome", ["upstream", "outcome"]
         )
-        self.upstream_duration = Histogram(
-            "gateway_upstream_duration_seconds", "Time to an upstream's answer", ["upstream"], registry=registry
+        self.upstream_duration = series.histogram(
+            "gateway_upstream_duration_seconds", "Time to an upstream's answer", ["upstream"]
         )
-        self.cache_lookups = Counter(
-            "gateway_cache_lookups", "Cache lookups by outcome", ["route", "outcome"], registry=registry
+        self.cache_lookups = series.counter("gateway_cache_lookups", "Cache lookups by outcome", ["route", "outcome"])
+        self.flag_evaluations = series.counter(
+            "gateway_flag_evaluations", "Flag evaluations by variant", ["flag", "variant"]
         )
-        self.flag_evaluations = Counter(
-            "gateway_flag_evaluations", "Flag evaluations by variant", ["flag", "variant"], registry=registry
+        self.fanout_calls = series.counter(
+            "gateway_fanout_calls", "Fan-out calls by outcome", ["route", "call", "outcome"]
         )
-        self.fanout_calls = Counter(
-            "gateway_fanout_calls", "Fan-out calls by outcome", ["route", "call", "outcome"], registry=registry
-        )
-        self.redis_errors = Counter("gateway_redis_errors", "Failed Redis calls", ["component"], registry=registry)
-        self.reloads = Counter("gateway_config_reloads", "Route file reloads", ["result"], registry=registry)
+        self.redis_errors = series.counter("gateway_redis_errors", "Failed Redis calls", ["component"])
+        self.reloads = series.counter("gateway_config_reloads", "Route file reloads", ["result"])
 
     def exposition(self) -> bytes:
         if os.environ.get(PROMETHEUS_MULTIPROC_DIR):
@@ -119,9 +101,9 @@ class RequestMetrics:
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
         self.in_flight = metrics.in_flight_count
-        # labelled children by label values: labels() costs a lock and a tuple per call
-        self._requests: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-        self._children: dict[tuple[object, ...], Any] = {}
+        # labelled children by label values: labels() costs a tuple per call (and a lock, with several workers)
+        self._requests: dict[tuple[str, str, int], tuple[Count, Timing]] = {}
+        self._children: dict[tuple[object, ...], Count] = {}
 
     def record(self, scope: Scope, status: int, duration: float) -> None:
         route = getattr(scope.get("route"), "name", None) or UNMATCHED
@@ -149,8 +131,8 @@ class RequestMetrics:
         for call, outcome in state.get("fanout", {}).items():
             self._child(self.metrics.fanout_calls, route, call, outcome).inc()
 
-    def _child(self, family: Counter, *labels: str) -> Any:
-        """A labelled child, kept: labels() costs a lock and a tuple per call."""
+    def _child(self, family: CounterFamily, *labels: str) -> Count:
+        """A labelled child, kept: labels() costs a tuple per call (and a lock, with several workers)."""
         key = (family, *labels)
         child = self._children.get(key)
         if child is None:
@@ -166,7 +148,7 @@ class MeteredTransport:
         self.upstream = upstream
         self.metrics = metrics
         self._timed = metrics.upstream_duration.labels(upstream)
-        self._counted: dict[str, Any] = {}  # outcome -> labelled child
+        self._counted: dict[str, Count] = {}  # outcome -> labelled child
 
     async def start(self) -> None:
         await self.inner.start()
