@@ -311,6 +311,7 @@ class Gateway:
             metrics=RequestMetrics(self.metrics),
             write_line=None if settings.access_log == "off" else self.access_lines.write,
             log_format="text" if settings.access_log == "text" else "json",
+            traced=self.tracer_provider is not None,
         )
         if self.tracer_provider is None:
             return app

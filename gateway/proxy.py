@@ -146,26 +146,7 @@ class ProxyHandler:
         self.retry_methods = retry_methods  # sent once more when the connection dropped before any answer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        upstream = self.upstream
-        if self.steering:
-            resolutions = flag_resolutions(scope)
-            for key, equals, target in self.steering:
-                resolution = resolutions.get(key)
-                if resolution is not None and resolution.value == equals:
-                    upstream = target
-                    break
-        await self.forward(upstream, scope, receive, send)
-
-    def target(self, upstream: Upstream, scope: Scope) -> str:
-        if self.rewrite is not None:
-            path = self.rewrite(scope["path_params"])
-        else:
-            raw = scope.get("raw_path")
-            path = raw.decode("latin-1") if raw else quote(scope["path"], safe="/" + PCHAR_SAFE)
-        query = scope["query_string"]
-        return f"{upstream.base_url}{path}?{query.decode('latin-1')}" if query else upstream.base_url + path
-
-    async def forward(self, upstream: Upstream, scope: Scope, receive: Receive, send: Send) -> None:
+        upstream = self._steered(scope) if self.steering else self.upstream
         scope.setdefault("state", {})["upstream"] = upstream.name  # for spans and the access log
         headers: RawHeaders = scope["headers"]
         body: Body
@@ -208,6 +189,23 @@ class ProxyHandler:
             await self._relay(upstream, response, scope, receive, send, body_done=body_done)
         finally:
             await response.close()
+
+    def _steered(self, scope: Scope) -> Upstream:
+        resolutions = flag_resolutions(scope)
+        for key, equals, target in self.steering:
+            resolution = resolutions.get(key)
+            if resolution is not None and resolution.value == equals:
+                return target
+        return self.upstream
+
+    def target(self, upstream: Upstream, scope: Scope) -> str:
+        if self.rewrite is not None:
+            path = self.rewrite(scope["path_params"])
+        else:
+            raw = scope.get("raw_path")
+            path = raw.decode("latin-1") if raw else quote(scope["path"], safe="/" + PCHAR_SAFE)
+        query = scope["query_string"]
+        return f"{upstream.base_url}{path}?{query.decode('latin-1')}" if query else upstream.base_url + path
 
     async def _send(self, upstream: Upstream, scope: Scope, headers: RawHeaders, body: Body) -> UpstreamResponse:
         """One retry for requests this route may repeat, when a (pooled) connection closed before any

@@ -24,13 +24,15 @@ class RequestRecorder:
         metrics: RequestMetrics,
         write_line: Callable[[str], object] | None,
         log_format: AccessLogFormat = "json",
+        traced: bool = True,
     ) -> None:
-        """`write_line` takes each access line; None writes none."""
+        """`write_line` takes each access line; None writes none. `traced=False`: no spans to name in it."""
         self.app = app
         self.header = request_id_header.lower().encode("latin-1")
         self.metrics = metrics
         self.write_line = write_line
         self.log_format = log_format
+        self.traced = traced
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -60,4 +62,4 @@ class RequestRecorder:
             duration = time.perf_counter() - started
             self.metrics.record(scope, status, duration)
             if self.write_line is not None:
-                self.write_line(access_line(scope, status, sent, duration, self.log_format))
+                self.write_line(access_line(scope, status, sent, duration, self.log_format, traced=self.traced))
