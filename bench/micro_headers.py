@@ -8,7 +8,8 @@ import os
 import timeit
 from collections.abc import Callable
 
-from gateway.headers import NO_RULES, HeaderRules, RawHeaders, client_response_headers, upstream_request_headers
+from gateway.headers import NO_RULES, HeaderRules, client_response_headers, upstream_request_headers
+from middleware.types import RawHeaders
 
 BROWSER: RawHeaders = [
     (b"host", b"api.example.com"),
@@ -52,10 +53,10 @@ CLIENT = ("198.51.100.23", 51234)
 def cases() -> dict[str, Callable[[], object]]:
     return {
         "upstream_request_headers, 15 browser fields": lambda: upstream_request_headers(
-            BROWSER, host=b"127.0.0.1:8081", scheme="http", client=CLIENT, rules=NO_RULES
+            BROWSER, host="127.0.0.1:8081", scheme="http", client=CLIENT, rules=NO_RULES
         ),
         "upstream_request_headers, behind a proxy, route rules": lambda: upstream_request_headers(
-            BEHIND_A_PROXY, host=b"127.0.0.1:8081", scheme="https", client=CLIENT, rules=ROUTE_RULES
+            BEHIND_A_PROXY, host="127.0.0.1:8081", scheme="https", client=CLIENT, rules=ROUTE_RULES
         ),
         "client_response_headers, nginx's 8 fields": lambda: client_response_headers(NGINX_ANSWER, NO_RULES),
         "client_response_headers, route rules": lambda: client_response_headers(NGINX_ANSWER, ROUTE_RULES),

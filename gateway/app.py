@@ -378,7 +378,7 @@ def build_upstreams(
         transport: Transport = MeteredTransport(_transport(spec, settings, app), upstream=name, metrics=metrics)
         if tracer_provider is not None:
             transport = TracedTransport(transport, upstream=name, tracer_provider=tracer_provider)
-        upstreams[name] = Upstream(name, spec.url, urlsplit(spec.url).netloc.encode("latin-1"), transport)
+        upstreams[name] = Upstream(name, spec.url, urlsplit(spec.url).netloc, transport)
     if issues:
         raise ConfigError(issues)
     return upstreams

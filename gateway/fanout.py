@@ -180,7 +180,7 @@ async def _fetch(
     headers = upstream_request_headers(
         passed, host=upstream.host, scheme=scope.get("scheme", "http"), client=scope.get("client"), rules=NO_RULES
     )
-    headers.append((b"accept", b"application/json"))
+    headers.append(("accept", "application/json"))
     try:
         response = await upstream.transport.send(call.method, upstream.base_url + target, headers, b"")
         try:

@@ -19,9 +19,10 @@ from starlette.responses import Response
 from config.settings import PROMETHEUS_MULTIPROC_DIR
 from flags.model import EvaluationContext
 from flags.resolution import Resolution
+from gateway.headers import Field
 from gateway.series import Count, CounterFamily, Series, Tally, Timing
 from gateway.upstreams import Body, Transport, UpstreamError, UpstreamResponse
-from middleware.types import RawHeaders, Scope
+from middleware.types import Scope
 
 UNMATCHED = "(unmatched)"
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -156,7 +157,7 @@ class MeteredTransport:
     async def aclose(self) -> None:
         await self.inner.aclose()
 
-    async def send(self, method: str, url: str, headers: RawHeaders, body: Body) -> UpstreamResponse:
+    async def send(self, method: str, url: str, headers: list[Field], body: Body) -> UpstreamResponse:
         started = time.perf_counter()
         try:
             response = await self.inner.send(method, url, headers, body)

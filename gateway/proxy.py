@@ -13,7 +13,7 @@ from urllib.parse import quote
 from starlette.responses import JSONResponse
 from starlette.types import Message, Receive, Scope, Send
 
-from gateway.headers import NO_RULES, HeaderRules, client_response_headers, upstream_request_headers
+from gateway.headers import NO_RULES, Field, HeaderRules, client_response_headers, upstream_request_headers
 from gateway.templates import PCHAR_SAFE, split_template
 from gateway.upstreams import (
     Body,
@@ -207,7 +207,7 @@ class ProxyHandler:
         query = scope["query_string"]
         return f"{upstream.base_url}{path}?{query.decode('latin-1')}" if query else upstream.base_url + path
 
-    async def _send(self, upstream: Upstream, scope: Scope, headers: RawHeaders, body: Body) -> UpstreamResponse:
+    async def _send(self, upstream: Upstream, scope: Scope, headers: list[Field], body: Body) -> UpstreamResponse:
         """One retry for requests this route may repeat, when a (pooled) connection closed before any
         byte of an answer; a streamed body cannot be sent twice."""
         method, target = scope["method"], self.target(upstream, scope)

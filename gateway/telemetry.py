@@ -18,9 +18,10 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from config.settings import OtelSettings
+from gateway.headers import Field
 from gateway.upstreams import Body, Transport, UpstreamError, UpstreamResponse
 from middleware.tracing import PROPAGATION_FIELDS
-from middleware.types import RawHeaders, Scope
+from middleware.types import Scope
 
 TRACER_NAME = "gateway"
 
@@ -76,7 +77,7 @@ class TracedTransport:
     async def aclose(self) -> None:
         await self.inner.aclose()
 
-    async def send(self, method: str, url: str, headers: RawHeaders, body: Body) -> UpstreamResponse:
+    async def send(self, method: str, url: str, headers: list[Field], body: Body) -> UpstreamResponse:
         parent = trace.get_current_span().get_span_context()
         if parent.is_valid and not parent.trace_flags.sampled:
             # The gateway's samplers are parent-based: a child of an unsampled span is never recorded, so the
@@ -110,10 +111,13 @@ class TracedTransport:
         }
 
 
-def _with_context(headers: RawHeaders) -> RawHeaders:
+def _with_context(headers: list[Field]) -> list[Field]:
     """The headers with the current trace context (traceparent, tracestate, baggage) in place of the client's."""
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
-    outgoing = [(name, value) for name, value in headers if name not in PROPAGATION_FIELDS]
-    outgoing += [(name.encode("latin-1"), value.encode("latin-1")) for name, value in carrier.items()]
+    outgoing = [(name, value) for name, value in headers if name not in _PROPAGATION_NAMES]
+    outgoing += carrier.items()
     return outgoing
+
+
+_PROPAGATION_NAMES = frozenset(name.decode("latin-1") for name in PROPAGATION_FIELDS)

@@ -25,6 +25,7 @@ from multidict import CIMultiDict
 from starlette.types import ASGIApp
 from yarl import URL
 
+from gateway.headers import Field
 from middleware.types import RawHeaders
 
 Body = bytes | AsyncIterable[bytes]
@@ -76,14 +77,14 @@ class Upstream:
 
     name: str
     base_url: str  # scheme://host[:port][/base-path], no trailing slash
-    host: bytes
+    host: str
     transport: "Transport"
 
 
 class Transport(Protocol):
     async def start(self) -> None: ...
 
-    async def send(self, method: str, url: str, headers: RawHeaders, body: Body) -> UpstreamResponse: ...
+    async def send(self, method: str, url: str, headers: list[Field], body: Body) -> UpstreamResponse: ...
 
     async def aclose(self) -> None: ...
 
@@ -179,13 +180,12 @@ class AiohttpTransport:
             # requests may be sent twice is each route's decision (ProxyHandler), so its own retry is off.
             self._session._retry_connection = False
 
-    async def send(self, method: str, url: str, headers: RawHeaders, body: Body) -> UpstreamResponse:
+    async def send(self, method: str, url: str, headers: list[Field], body: Body) -> UpstreamResponse:
         if self._session is None:
             raise RuntimeError("transport used before start(): run the app's lifespan")
-        fields = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in headers]
         try:
             response = await self._session.request(
-                method, URL(url, encoded=True), headers=fields, data=body or None, allow_redirects=False
+                method, URL(url, encoded=True), headers=headers, data=body or None, allow_redirects=False
             )
         except _AIOHTTP_FAILURES as exc:
             raise _from_aiohttp(exc) from exc
@@ -267,8 +267,9 @@ class HttpxTransport:
     async def start(self) -> None:
         """Nothing to open: httpx connects on first use."""
 
-    async def send(self, method: str, url: str, headers: RawHeaders, body: Body) -> UpstreamResponse:
-        request = httpx.Request(method, url, headers=headers, content=body, extensions=self._extensions)
+    async def send(self, method: str, url: str, headers: list[Field], body: Body) -> UpstreamResponse:
+        fields = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]  # the client's bytes
+        request = httpx.Request(method, url, headers=fields, content=body, extensions=self._extensions)
         try:
             if self._in_process:  # an in-process app has no socket timeouts to trip
                 async with asyncio.timeout(self._app_timeout):
