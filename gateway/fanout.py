@@ -22,7 +22,7 @@ from gateway.templates import PCHAR_SAFE, Template
 from gateway.upstreams import Upstream, UpstreamTimeout
 from middleware.problem import problem_response
 from middleware.tracing import PROPAGATION_FIELDS
-from middleware.types import ASGIApp, Message, RawHeaders, Receive, Scope, Send
+from middleware.types import ASGIApp, Header, Message, RawHeaders, Receive, Scope, Send
 
 _QUERY_VALUE_SAFE = "!$'()*+,;:@-._~/?"
 
@@ -173,7 +173,7 @@ class FanoutHandler:
 
 async def _fetch(
     call: FanoutCall, scope: Scope, target: str, forward: frozenset[bytes]
-) -> tuple[int, RawHeaders, bytes]:
+) -> tuple[int, Sequence[Header], bytes]:
     """One call straight through the upstream's transport (and its tracing and metrics)."""
     upstream = call.upstream
     passed = [(name, value) for name, value in scope["headers"] if name in forward or name == b"host"]
@@ -216,7 +216,7 @@ def _call_scope(scope: Scope, call: FanoutCall, target: str, forward: frozenset[
     }
 
 
-async def call_app(app: ASGIApp, scope: Scope) -> tuple[int, RawHeaders, bytes]:
+async def call_app(app: ASGIApp, scope: Scope) -> tuple[int, Sequence[Header], bytes]:
     """Run an ASGI app for one bodiless request and collect its answer."""
     status = 500
     headers: RawHeaders = []

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from email.utils import formatdate
 
-from middleware.types import RawHeaders
+from middleware.types import Header, RawHeaders
 
 Field = tuple[str, str]  # a field as the upstream clients take it: name, value (latin-1)
 
@@ -105,7 +105,7 @@ def upstream_request_headers(
     return result
 
 
-def client_response_headers(headers: RawHeaders, rules: HeaderRules) -> RawHeaders:
+def client_response_headers(headers: Iterable[Header], rules: HeaderRules) -> RawHeaders:
     """The upstream's header fields as the client should see them, names lower-cased as ASGI expects.
 
     A response without Date gets one (RFC 9110 §6.6.1); the server is told not to add its own, which

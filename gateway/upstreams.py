@@ -13,7 +13,7 @@ ASGI apps. Both map their failures onto one hierarchy, so the proxy answers 502/
 
 import asyncio
 import errno
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -26,7 +26,7 @@ from starlette.types import ASGIApp
 from yarl import URL
 
 from gateway.headers import Field
-from middleware.types import RawHeaders
+from middleware.types import Header
 
 Body = bytes | AsyncIterable[bytes]
 
@@ -60,7 +60,7 @@ class Timeouts:
 
 class UpstreamResponse(Protocol):
     status: int
-    headers: RawHeaders
+    headers: Sequence[Header]  # as the upstream sent them: names in its case
     content_length: int | None
 
     async def read(self) -> bytes: ...
@@ -137,7 +137,7 @@ class _AiohttpResponse:
     def __init__(self, response: aiohttp.ClientResponse) -> None:
         self._response = response
         self.status = response.status
-        self.headers: RawHeaders = list(response.raw_headers)
+        self.headers: Sequence[Header] = response.raw_headers
         self.content_length = response.content_length
 
     async def read(self) -> bytes:
@@ -222,7 +222,7 @@ class _HttpxResponse:
     def __init__(self, response: httpx.Response) -> None:
         self._response = response
         self.status = response.status_code
-        self.headers: RawHeaders = list(response.headers.raw)
+        self.headers: Sequence[Header] = response.headers.raw
         length = response.headers.get("content-length")
         self.content_length = int(length) if length is not None and length.isdigit() else None
 
