@@ -259,6 +259,7 @@ class Gateway:
                 settings.request_id_header.lower().encode("latin-1"),
                 settings.flags.forward_header.lower().encode("latin-1"),
             },
+            request_id_header=settings.request_id_header,
         )
         proxied, caches = compile_routes(routes, deps)
         router = GatewayRouter(proxied, own=self._own_app(routes), own_prefix=settings.admin_prefix)

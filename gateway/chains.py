@@ -41,6 +41,7 @@ class RouteDependencies:
     max_body_bytes: int
     fanout_limit: asyncio.Semaphore
     fanout_forwarded: frozenset[bytes]  # client headers every fan-out call carries: trace context, request id, flags
+    request_id_header: str  # set on every answer by the gateway itself, so dropped from upstream answers
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,11 +103,18 @@ def proxy_handler(spec: RouteSpec, deps: RouteDependencies) -> ProxyHandler:
     assert spec.upstream is not None  # guaranteed by config.routes.cross_reference_issues
     catch_all = frozenset(m.group(1) for m in PARAM.finditer(spec.path) if m.group(2) == "path")
     request, response = spec.headers.request, spec.headers.response
+    # The gateway's own request id replaces an upstream's, and a route's (as it always did): dropped here, once
+    # per route, the recorder appends its id without searching every answer for another.
+    own_id = deps.request_id_header.lower()
+    set_, add = (
+        {name: value for name, value in fields.items() if name.lower() != own_id}
+        for fields in (response.set, response.add)
+    )
     return ProxyHandler(
         deps.upstreams[spec.upstream],
         rewrite=PathRewrite(spec.rewrite, catch_all) if spec.rewrite is not None else None,
         request_rules=HeaderRules.build(request.remove, request.set, request.add),
-        response_rules=HeaderRules.build(response.remove, response.set, response.add),
+        response_rules=HeaderRules.build([*response.remove, own_id], set_, add),
         max_body_bytes=deps.max_body_bytes,
         steering=[(rule.flag, rule.equals, deps.upstreams[rule.upstream]) for rule in spec.when],
         retry_methods=SAFE_TO_RETRY | frozenset(spec.idempotent),

@@ -88,3 +88,18 @@ async def test_access_log_in_text_and_off(make_gateway: GatewayFactory, capfd: p
     [message] = capfd.readouterr().out.splitlines()
     assert "method=GET route=- path=/nowhere status=404" in message
     assert "request_id=r2 trace_id=- span_id=-" in message
+
+
+async def test_an_upstreams_own_request_id_gives_way_to_the_gateways(make_gateway: GatewayFactory) -> None:
+    """Also where the route's own response headers name the field: every answer carries one id, the gateway's."""
+
+    async def upstream(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"x-request-id", b"theirs")]})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    routes = ROUTES + '    headers: {response: {set: {X-Request-Id: mine}, add: {X-Other: "1"}}}\n'
+    app = make_gateway(routes, upstreams={"users": upstream})
+    async with client_for(app) as client:
+        response = await client.get("/api/users/1", headers={"X-Request-ID": "req-9"})
+    assert response.headers.get_list("x-request-id") == ["req-9"]
+    assert response.headers["x-other"] == "1"
