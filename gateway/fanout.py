@@ -101,7 +101,8 @@ class FanoutHandler:
         self.shared_limit = shared_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        query = parse_qs(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+        raw_query = scope["query_string"]
+        query = parse_qs(raw_query.decode("latin-1"), keep_blank_values=True) if raw_query else {}
         outcomes = await gather(
             [
                 Call(

@@ -65,7 +65,7 @@ async def gather(
     limits = [asyncio.Semaphore(max_concurrency)] if max_concurrency < len(calls) else []
     if shared_limit is not None:
         limits.append(shared_limit)
-    finished = {call.name: asyncio.Event() for call in calls if any(call.name in other.after for other in calls)}
+    finished = {name: asyncio.Event() for name in {name for call in calls for name in call.after}}  # awaited
     outcomes: dict[str, Outcome[T]] = {}
 
     async def run(call: Call[T]) -> None:
