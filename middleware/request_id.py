@@ -27,10 +27,10 @@ class _Ids:
         os.register_at_fork(after_in_child=self.reset)
 
     def reset(self) -> None:
-        self.process, self.sequence = os.urandom(8).hex(), itertools.count(1)
+        self.template, self.sequence = os.urandom(8).hex() + "%08x", itertools.count(1)
 
     def __call__(self) -> str:
-        return f"{self.process}{next(self.sequence):08x}"
+        return self.template % next(self.sequence)
 
 
 new_request_id = _Ids()
