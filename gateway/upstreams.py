@@ -97,8 +97,9 @@ class _ForwardingRequest(aiohttp.ClientRequest):
     Accept-Encoding, User-Agent or Content-Type): a proxy forwards what the client sent.
 
     The stock way, the session's `skip_auto_headers`, copies every field twice more per request, and the
-    stock `update_headers` adds them one by one to a new multidict: together ~8 % of a proxied 1 KB miss
-    (measured). The session's own multidict, made for this request, is taken as it is instead.
+    stock `update_headers` adds them one by one to a new multidict: together ~5 % of a proxied 1 KB miss
+    (measured). The session's own multidict, made for this request, is taken as it is instead; fields
+    without a Host (the proxy always sends one) get the URL's, as aiohttp would give them.
     """
 
     def update_headers(self, headers: LooseHeaders | None) -> None:

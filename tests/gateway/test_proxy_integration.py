@@ -1,6 +1,7 @@
 """The proxy on its default transport (aiohttp) against upstreams served by uvicorn on loopback."""
 
 import asyncio
+import json
 import socket
 import struct
 from collections.abc import AsyncIterator
@@ -9,6 +10,7 @@ from contextlib import asynccontextmanager
 import httpx
 import pytest
 
+from gateway.upstreams import AiohttpTransport, Timeouts
 from tests.gateway.conftest import GatewayFactory, client_for
 from tests.servers import bound_socket, serve
 from tests.upstreams import Stalling, echo, streaming
@@ -62,6 +64,19 @@ async def test_a_client_without_agent_accept_or_content_type_fields_gets_none_ad
     for response in (posted, got):
         names = [name for name, _ in response.json()["headers"]]
         assert not {"accept", "accept-encoding", "user-agent", "content-type"} & set(names)
+
+
+async def test_the_transport_gives_fields_without_a_host_the_urls() -> None:
+    transport = AiohttpTransport(pool_size=2, timeouts=Timeouts(connect=1.0, read=5.0, pool=1.0))
+    async with serve(echo) as upstream:
+        await transport.start()
+        try:
+            response = await transport.send("GET", f"{upstream}/x", [("x-only", "1")], b"")
+            seen = json.loads(await response.read())
+            await response.close()
+        finally:
+            await transport.aclose()
+    assert seen["headers"] == [["host", upstream.removeprefix("http://")], ["x-only", "1"]]
 
 
 async def test_upstream_timeout_is_a_504_problem(make_gateway: GatewayFactory) -> None:
