@@ -98,6 +98,7 @@ class FanoutHandler:
         self.deadline = deadline
         self.merge = merge
         self.forward = forward
+        self._forwarded = {call.name: forward | call.forward for call in calls}  # what each call carries
         self.shared_limit = shared_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -131,7 +132,7 @@ class FanoutHandler:
         async def run(answers: Mapping[str, Answer]) -> Answer:
             values = {name: answer.value for name, answer in answers.items()}
             target = render(call.template, scope.get("path_params", {}), query, values)
-            forward = self.forward | call.forward
+            forward = self._forwarded[call.name]
             if call.cache is not None:
                 status, headers, body = await call_app(call.cache, _call_scope(scope, call, target, forward))
             else:

@@ -13,26 +13,24 @@ it depends on failed). Structured concurrency: when `gather` returns, nothing it
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, NamedTuple, TypeVar
 
 T = TypeVar("T")
 Status = Literal["ok", "error", "timeout", "cancelled"]
 
 
-@dataclass(frozen=True, slots=True)
-class Call(Generic[T]):
-    """`run` receives the values of the calls named in `after`, which finish (successfully) first."""
+class Call(NamedTuple, Generic[T]):
+    """`run` receives the values of the calls named in `after`, which finish (successfully) first.
+    (Calls and outcomes are NamedTuples rather than frozen dataclasses: several are made per request.)"""
 
     name: str
     run: Callable[[Mapping[str, Any]], Awaitable[T]]
     required: bool = True
     timeout: float | None = None
-    after: tuple[str, ...] = field(default=())
+    after: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome(Generic[T]):
+class Outcome(NamedTuple, Generic[T]):
     status: Status
     value: T | None = None
     error: str | None = None
@@ -105,14 +103,6 @@ async def _attempt(call: Call[T], inputs: Mapping[str, Any], limits: Sequence[as
         for limit in limits:
             await limit.acquire()
             held.append(limit)
-        return await _outcome(call, inputs)
-    finally:
-        for limit in held:
-            limit.release()
-
-
-async def _outcome(call: Call[T], inputs: Mapping[str, Any]) -> Outcome[T]:
-    try:
         if call.timeout is None:
             return Outcome("ok", await call.run(inputs))
         async with asyncio.timeout(call.timeout):
@@ -121,3 +111,6 @@ async def _outcome(call: Call[T], inputs: Mapping[str, Any]) -> Outcome[T]:
         return Outcome("timeout", error=str(exc) or f"no answer within {call.timeout}s")
     except Exception as exc:  # a call's failure is its outcome, never its siblings' problem
         return Outcome("error", error=str(exc) or type(exc).__name__)
+    finally:
+        for limit in held:
+            limit.release()
