@@ -97,7 +97,6 @@ class FanoutHandler:
         self.max_concurrency = max_concurrency
         self.deadline = deadline
         self.merge = merge
-        self.forward = forward
         self._forwarded = {call.name: forward | call.forward for call in calls}  # what each call carries
         self.shared_limit = shared_limit
 
