@@ -2,8 +2,9 @@
 
 Route templates use Starlette's syntax and compiler (`compile_path`); the match loop itself is ours, so a
 proxied request pays for one regex per route tried and nothing else: no exception-handler layers, no
-Request objects. The gateway's own endpoints (health, metrics, admin) live in a Starlette app under the
-admin prefix. Paths that could escape the route they match are refused before matching.
+Request objects; a path without parameters that no earlier route could match is found by one dict lookup.
+The gateway's own endpoints (health, metrics, admin) live in a Starlette app under the admin prefix. Paths
+that could escape the route they match are refused before matching.
 """
 
 import re
@@ -82,6 +83,7 @@ class GatewayRouter:
         self.own_prefix = own_prefix
         self._own_paths = (own_prefix + "/", own_prefix)
         self._by_host = any(route.host is not None for route in routes)
+        self._exact = _exact_paths(self.routes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
@@ -91,8 +93,14 @@ class GatewayRouter:
         if escapes_its_route(scope):
             await problem_response(400, "The path holds dot-segments or encoded slashes.")(scope, receive, send)
             return
-        host = _request_host(scope) if self._by_host else b""
         method = scope["method"]
+        exact = self._exact.get(path)
+        if exact is not None and method in exact.methods:
+            scope["route"] = exact
+            scope["path_params"] = {}
+            await exact.app(scope, receive, send)
+            return
+        host = _request_host(scope) if self._by_host else b""
         allow = None
         for route in self.routes:
             if route.host is not None and route.host != host:
@@ -115,6 +123,18 @@ class GatewayRouter:
         else:
             response = problem_response(404, f"No route for {method} {path}.")
         await response(scope, receive, send)
+
+
+def _exact_paths(routes: Sequence[CompiledRoute]) -> dict[str, CompiledRoute]:
+    """Host-less routes without parameters, by path, where no earlier route (of any host) matches that path:
+    for those the loop's first match is known before a request comes."""
+    return {
+        route.path_format: route
+        for index, route in enumerate(routes)
+        if route.host is None
+        and not route.convertors
+        and not any(earlier.regex.match(route.path_format) for earlier in routes[:index])
+    }
 
 
 def _request_host(scope: Scope) -> bytes:

@@ -173,6 +173,54 @@ async def test_wrong_method_is_a_405_problem_listing_every_method_of_the_path(ma
     assert response.json()["title"] == "Method Not Allowed"
 
 
+ORDERED = """
+upstreams:
+  a: {url: "http://a.internal/a"}
+  b: {url: "http://b.internal/b"}
+routes:
+  - {path: "/items/{id}", methods: [GET], upstream: a}
+  - {path: /items/new, methods: [GET, POST], upstream: b}
+  - {path: /static, methods: [GET], upstream: a}
+  - {path: /static, methods: [POST], upstream: b}
+  - {path: /static, host: other.example.com, methods: [PUT], upstream: a}
+  - {path: /later, host: api.example.com, methods: [GET], upstream: a}
+  - {path: /later, methods: [GET], upstream: b}
+"""
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("method", "path", "host", "answer"),
+    [
+        ("GET", "/items/new", None, "/a/items/new"),  # the parameter route comes first
+        ("POST", "/items/new", None, "/b/items/new"),  # it takes no POST: on to the next
+        ("GET", "/static", None, "/a/static"),
+        ("POST", "/static", None, "/b/static"),  # the first /static takes no POST
+        ("PUT", "/static", "other.example.com", "/a/static"),
+        ("GET", "/later", "api.example.com", "/a/later"),  # an earlier host route wins on its host
+        ("GET", "/later", None, "/b/later"),
+    ],
+)
+async def test_the_first_route_that_matches_path_method_and_host_answers(
+    make_gateway: GatewayFactory, method: str, path: str, host: str | None, answer: str
+) -> None:
+    """Paths without parameters are looked up before the match loop; the loop's order must still decide."""
+    app = make_gateway(ORDERED, upstreams={"a": echo, "b": echo})
+    async with client_for(app) as client:
+        response = await client.request(method, path, headers={"Host": host} if host else None)
+    assert response.status_code == 200
+    assert response.json()["path"] == answer
+
+
+@pytest.mark.anyio
+async def test_a_method_no_route_of_an_exact_path_takes_is_a_405_listing_them_all(make_gateway: GatewayFactory) -> None:
+    app = make_gateway(ORDERED, upstreams={"a": echo, "b": echo})
+    async with client_for(app) as client:
+        response = await client.delete("/static")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, HEAD, POST"
+
+
 @pytest.mark.anyio
 async def test_host_routes_match_only_their_host(make_gateway: GatewayFactory) -> None:
     app = make_gateway(ROUTES, upstreams={"echo": echo})
