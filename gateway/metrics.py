@@ -95,6 +95,19 @@ class Metrics:
             mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
 
+class _Children(dict[tuple[str, ...], Count]):
+    """A counter family's labelled children by label values, made on first use and kept: a kept one costs
+    a dict lookup, labels() a tuple per call (and a lock, with several workers)."""
+
+    def __init__(self, family: CounterFamily) -> None:
+        super().__init__()
+        self.family = family
+
+    def __missing__(self, labels: tuple[str, ...]) -> Count:
+        child = self[labels] = self.family.labels(*labels)
+        return child
+
+
 class RequestMetrics:
     """Records a finished request by route, method and status class, with its latency and what the route
     recorded in `scope["state"]` (cache outcome, fan-out calls)."""
@@ -102,43 +115,39 @@ class RequestMetrics:
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
         self.in_flight = metrics.in_flight_count
-        # labelled children by label values: labels() costs a tuple per call (and a lock, with several workers)
-        self._requests: dict[tuple[str, str, int], tuple[Count, Timing]] = {}
-        self._children: dict[tuple[object, ...], Count] = {}
+        self._requests: dict[tuple[str, str, int], tuple[Count, Timing]] = {}  # by route, method, status
+        self._lookups = _Children(metrics.cache_lookups)  # by route, cache outcome
+        self._fanout_calls = _Children(metrics.fanout_calls)  # by route, call, outcome
 
     def record(self, scope: Scope, status: int, duration: float) -> None:
         route = getattr(scope.get("route"), "name", None) or UNMATCHED
         method = scope["method"]
-        if method not in _METHODS:
-            method = "OTHER"
-        key = (route, method, status // 100)
-        children = self._requests.get(key)
-        if children is None:
-            label = _STATUS_CLASSES.get(key[2], "other")
-            metrics = self.metrics
-            children = self._requests[key] = (
-                metrics.requests.labels(route, method, label),
-                metrics.duration.labels(route, method),
-            )
-        counted, timed = children
-        counted.inc()
-        timed.observe(duration)
+        children = self._requests.get((route, method, status)) or self._request_children(route, method, status)
+        children[0].inc()
+        children[1].observe(duration)
         state = scope.get("state")
         if not state:
             return
         cache_status = state.get("cache_status")
         if cache_status is not None:
-            self._child(self.metrics.cache_lookups, route, cache_status).inc()
-        for call, outcome in state.get("fanout", {}).items():
-            self._child(self.metrics.fanout_calls, route, call, outcome).inc()
+            self._lookups[route, cache_status].inc()
+        fanout = state.get("fanout")
+        if fanout:
+            for call, outcome in fanout.items():
+                self._fanout_calls[route, call, outcome].inc()
 
-    def _child(self, family: CounterFamily, *labels: str) -> Count:
-        """A labelled child, kept: labels() costs a tuple per call (and a lock, with several workers)."""
-        key = (family, *labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = family.labels(*labels)
-        return child
+    def _request_children(self, route: str, method: str, status: int) -> tuple[Count, Timing]:
+        """Kept by the request's own method and status, so a request finds them with one lookup; methods
+        outside the standard ones share the label OTHER and are not kept (a client could send any number)."""
+        label = method if method in _METHODS else "OTHER"
+        metrics = self.metrics
+        children = (
+            metrics.requests.labels(route, label, _STATUS_CLASSES.get(status // 100, "other")),
+            metrics.duration.labels(route, label),
+        )
+        if label == method:
+            self._requests[route, method, status] = children
+        return children
 
 
 class MeteredTransport:

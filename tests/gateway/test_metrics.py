@@ -82,6 +82,19 @@ async def test_random_paths_do_not_grow_the_series(make_gateway: GatewayFactory)
     assert value(text, "gateway_requests_total", route="(unmatched)", method="GET", status="4xx") == 1010
 
 
+async def test_methods_outside_the_standard_ones_share_one_label(make_gateway: GatewayFactory) -> None:
+    app = make_gateway(ROUTES, upstreams={"origin": Origin()})
+    async with client_for(app) as client:
+        for index in range(20):
+            await client.request(f"VERB{index}", "/down")
+        await client.request("PATCH", "/down")
+        text = (await client.get("/_gateway/metrics")).text
+    # 405s, which no route took
+    assert value(text, "gateway_requests_total", route="(unmatched)", method="OTHER", status="4xx") == 20
+    assert value(text, "gateway_requests_total", route="/down", method="PATCH", status="5xx") == 1
+    assert not any("VERB" in labels for _, label_set in samples(text) for labels in dict(label_set).values())
+
+
 @pytest.mark.integration
 async def test_two_workers_add_up(tmp_path: Path) -> None:
     upstream = Controllable()
