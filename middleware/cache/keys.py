@@ -4,6 +4,7 @@ Everything one URL owns (its responses for every extra and every Vary variant) s
 so an invalidation or a purge by URL removes them together and a Redis Cluster keeps them in one slot.
 """
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
@@ -16,6 +17,7 @@ from middleware.types import Scope
 __all__ = [
     "KeyRules",
     "UrlKey",
+    "UrlKeys",
     "extras_variant",
     "request_vary_values",
     "url_key",
@@ -83,6 +85,25 @@ def url_key(scope: Scope, rules: KeyRules, host_header: bytes | None = None) -> 
     raw_path = scope.get("raw_path")
     path = raw_path.decode("latin-1") if raw_path else scope["path"]
     return _url_key(scope["scheme"], host, path, rules.normalise(scope["query_string"].decode("latin-1")))
+
+
+class UrlKeys:
+    """`url_key` under one set of rules, remembering the keys of the URLs seen last (the least recently used
+    go first): a hot URL's key costs one lookup instead of decoding, normalising and hashing it again."""
+
+    def __init__(self, rules: KeyRules, size: int = 4096) -> None:
+        self.rules = rules
+        self._of_parts = functools.lru_cache(maxsize=size)(self._key_of_parts)
+
+    def of(self, scope: Scope, host_header: bytes | None) -> UrlKey:
+        raw_path = scope.get("raw_path")
+        if host_header is None or not raw_path:  # the key depends on more of the scope: not remembered
+            return url_key(scope, self.rules, host_header)
+        return self._of_parts(scope["scheme"], host_header, raw_path, scope["query_string"])
+
+    def _key_of_parts(self, scheme: str, host_header: bytes, raw_path: bytes, query: bytes) -> UrlKey:
+        host, path = host_header.decode("latin-1").lower(), raw_path.decode("latin-1")
+        return _url_key(scheme, host, path, self.rules.normalise(query.decode("latin-1")))
 
 
 def url_key_for(url: str, rules: KeyRules) -> UrlKey:

@@ -17,6 +17,7 @@ from middleware.cache.cachecontrol import delta_seconds, parse_cache_control
 from middleware.cache.coalesce import Flights
 from middleware.cache.keys import (
     UrlKey,
+    UrlKeys,
     extras_variant,
     request_vary_values,
     url_key,
@@ -107,6 +108,7 @@ class CacheMiddleware:
         self.options = options = options if options is not None else CacheOptions()
         self.key_extras = key_extras
         self.clock = clock
+        self._url_keys = UrlKeys(options.keys)
         self._flights: Flights[StoredResponse] = Flights()
         self._refreshes: dict[str, asyncio.Task[None]] = {}
         self._solo: dict[str, float] = {}
@@ -204,7 +206,7 @@ class CacheMiddleware:
             elif name == b"if-modified-since":
                 if_modified_since = True
         extras = self.key_extras(scope) if self.key_extras is not None else None
-        url = url_key(scope, self.options.keys, host)
+        url = self._url_keys.of(scope, host)
         request = _Request(scope, url, extras_variant(extras), scope["method"] == "HEAD", authorized)
         if if_none_match or if_modified_since:
             request.conditions = ReadConditions(scope["headers"], if_none_match)

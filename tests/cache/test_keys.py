@@ -4,6 +4,7 @@ import pytest
 
 from middleware.cache import KeyRules
 from middleware.cache.keys import (
+    UrlKeys,
     extras_variant,
     request_vary_values,
     url_key,
@@ -84,6 +85,29 @@ def test_keys_differ(first: Scope, second: Scope) -> None:
 def test_without_host_the_server_address_is_used() -> None:
     key = url_key(scope(headers=[], server=("10.0.0.1", 8080)), KeyRules())
     assert key == url_key_for("http://10.0.0.1:8080/a", KeyRules())
+
+
+@pytest.mark.parametrize(
+    "rules", [KeyRules(), KeyRules(query="as-is", ignore=frozenset({"t"}))], ids=["sorted", "as-is"]
+)
+def test_remembered_keys_are_the_keys_url_key_gives(rules: KeyRules) -> None:
+    """Four remembered of nine URLs, twice over: whatever is remembered or forgotten, the key is the same."""
+    scopes = [
+        scope("/a"),
+        scope("/b"),
+        scope("/a", scheme="https"),
+        scope("/a", headers=[(b"host", b"OTHER.test")]),
+        scope("/a", b"y=2&x=1"),
+        scope("/a", b"x=1&y=2&t=3"),
+        scope("/a/b", raw_path=b"/a%2Fb"),
+        scope(headers=[], server=("10.0.0.1", 8080)),
+        scope("/c", raw_path=None),
+    ]
+    keys = UrlKeys(rules, size=4)
+    for _ in range(2):
+        for request in scopes:
+            host = next((value for name, value in request["headers"] if name == b"host"), None)
+            assert keys.of(request, host) == url_key(request, rules)
 
 
 @pytest.mark.parametrize(
