@@ -2,7 +2,8 @@
 
 `Gateway` holds what lives as long as the process (upstream pools, Redis, the flag resolver, the tracer
 provider) and the routes compiled from the file. Requests pass through the process-wide middlewares
-(tracing, then request id, metrics and access log in one) and then the router of the current routes.
+(tracing, then request id, metrics and access log in one) and then the router of the current routes; each
+generation of routes has these around its router, so a request enters its generation in one call.
 """
 
 import asyncio
@@ -58,7 +59,7 @@ class Generation:
     routes: RouteFile
     version: str
     upstreams: dict[str, Upstream]
-    app: ASGIApp
+    app: ASGIApp  # the router, inside the process-wide middlewares
     caches: list[CacheMiddleware]
     in_flight: int = 0
     retired: list[Transport] = field(default_factory=list)  # pools only this generation used, closed after it
@@ -113,7 +114,6 @@ class Gateway:
         self._loaded_identity = _file_identity(settings.routes_file)  # what the watcher compares against
         self.reload_listeners: list[Callable[[Mapping[str, Any]], None]] = [self.metrics.reloaded]
         self.generation = self._generation(routes, self._upstreams_for(routes, {}))
-        self.app = self._process_middleware(self._dispatch)
 
     @property
     def resolver(self) -> Resolver:
@@ -123,9 +123,6 @@ class Gateway:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
-        await self.app(scope, receive, send)
-
-    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         generation = self.generation
         generation.in_flight += 1
         try:
@@ -263,7 +260,7 @@ class Gateway:
         )
         proxied, caches = compile_routes(routes, deps)
         router = GatewayRouter(proxied, own=self._own_app(routes), own_prefix=settings.admin_prefix)
-        return Generation(routes, version, upstreams, router, caches)
+        return Generation(routes, version, upstreams, self._process_middleware(router), caches)
 
     def _own_app(self, routes: RouteFile) -> ASGIApp:
         """Health, readiness, metrics and (with a token) the admin API, under the admin prefix."""
