@@ -17,7 +17,7 @@ from opentelemetry import trace
 from starlette.responses import Response
 
 from gateway.gather import Call, Outcome, gather
-from gateway.headers import NO_RULES, upstream_request_headers
+from gateway.headers import NO_RULES, Field, upstream_request_headers
 from gateway.templates import PCHAR_SAFE, Template
 from gateway.upstreams import Upstream, UpstreamTimeout
 from middleware.problem import problem_response
@@ -103,11 +103,12 @@ class FanoutHandler:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw_query = scope["query_string"]
         query = parse_qs(raw_query.decode("latin-1"), keep_blank_values=True) if raw_query else {}
+        prepared: dict[tuple[str, frozenset[bytes]], list[Field]] = {}  # by upstream host and forward set
         outcomes = await gather(
             [
                 Call(
                     call.name,
-                    self._runner(call, scope, query),
+                    self._runner(call, scope, query, prepared),
                     required=call.required,
                     timeout=call.timeout,
                     after=call.after,
@@ -126,8 +127,15 @@ class FanoutHandler:
         await self._answer(outcomes)(scope, receive, send)
 
     def _runner(
-        self, call: FanoutCall, scope: Scope, query: Mapping[str, list[str]]
+        self,
+        call: FanoutCall,
+        scope: Scope,
+        query: Mapping[str, list[str]],
+        prepared: dict[tuple[str, frozenset[bytes]], list[Field]],
     ) -> Callable[[Mapping[str, Answer]], Awaitable[Answer]]:
+        """`prepared` holds the request's header fields for each upstream and forward set: calls that share
+        both send the same fields, made once (transports do not change the list they are given)."""
+
         async def run(answers: Mapping[str, Answer]) -> Answer:
             values = {name: answer.value for name, answer in answers.items()}
             target = render(call.template, scope.get("path_params", {}), query, values)
@@ -135,7 +143,10 @@ class FanoutHandler:
             if call.cache is not None:
                 status, headers, body = await call_app(call.cache, _call_scope(scope, call, target, forward))
             else:
-                status, headers, body = await _fetch(call, scope, target, forward)
+                fields = prepared.get((call.upstream.host, forward))
+                if fields is None:
+                    fields = prepared[call.upstream.host, forward] = _call_fields(call.upstream, scope, forward)
+                status, headers, body = await _fetch(call, target, fields)
             if status == 504:
                 raise TimeoutError("upstream timed out")
             if not 200 <= status < 300:
@@ -172,18 +183,20 @@ class FanoutHandler:
         return Response(body, media_type="application/json", headers=headers)
 
 
-async def _fetch(
-    call: FanoutCall, scope: Scope, target: str, forward: frozenset[bytes]
-) -> tuple[int, Sequence[Header], bytes]:
-    """One call straight through the upstream's transport (and its tracing and metrics)."""
-    upstream = call.upstream
+def _call_fields(upstream: Upstream, scope: Scope, forward: frozenset[bytes]) -> list[Field]:
     passed = [(name, value) for name, value in scope["headers"] if name in forward or name == b"host"]
-    headers = upstream_request_headers(
+    fields = upstream_request_headers(
         passed, host=upstream.host, scheme=scope.get("scheme", "http"), client=scope.get("client"), rules=NO_RULES
     )
-    headers.append(("accept", "application/json"))
+    fields.append(("accept", "application/json"))
+    return fields
+
+
+async def _fetch(call: FanoutCall, target: str, fields: list[Field]) -> tuple[int, Sequence[Header], bytes]:
+    """One call straight through the upstream's transport (and its tracing and metrics)."""
+    upstream = call.upstream
     try:
-        response = await upstream.transport.send(call.method, upstream.base_url + target, headers, b"")
+        response = await upstream.transport.send(call.method, upstream.base_url + target, fields, b"")
         try:
             return response.status, response.headers, await response.read()
         finally:

@@ -269,6 +269,7 @@ routes:
     fanout:
       calls:
         seen: {upstream: echo, path: /x, forward_headers: [X-Tenant]}
+        plain: {upstream: echo, path: /y}
 """
     traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     app = make_gateway(routes, upstreams={"echo": echo})
@@ -284,3 +285,6 @@ routes:
     )
     assert seen["x-tenant"] == "t"
     assert "cookie" not in seen  # only what the route names travels
+    plain = dict(response.json()["plain"]["headers"])  # the same upstream, without the call's own forward set
+    assert "x-tenant" not in plain
+    assert (plain["x-request-id"], plain["traceparent"]) == ("r-1", traceparent)
