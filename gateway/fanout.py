@@ -14,7 +14,6 @@ from urllib.parse import parse_qs, quote
 
 import orjson
 from opentelemetry import trace
-from starlette.responses import Response
 
 from gateway.gather import Call, Outcome, gather
 from gateway.headers import NO_RULES, Field, upstream_request_headers
@@ -124,7 +123,7 @@ class FanoutHandler:
         span = trace.get_current_span()
         if span.is_recording():
             span.set_attributes({f"gateway.fanout.{name}": status for name, status in statuses.items()})
-        await self._answer(outcomes)(scope, receive, send)
+        await self._answer(outcomes, scope, receive, send)
 
     def _runner(
         self,
@@ -161,13 +160,16 @@ class FanoutHandler:
 
         return run
 
-    def _answer(self, outcomes: Mapping[str, Outcome[Answer]]) -> Response:
+    async def _answer(
+        self, outcomes: Mapping[str, Outcome[Answer]], scope: Scope, receive: Receive, send: Send
+    ) -> None:
         for name, outcome in outcomes.items():
             if not outcome.ok and name in self._required:
                 status = 504 if outcome.status == "timeout" else 502
-                return problem_response(status, f"The call '{name}' failed: {outcome.error}.", call=name)
+                problem = problem_response(status, f"The call '{name}' failed: {outcome.error}.", call=name)
+                await problem(scope, receive, send)
+                return
         failed = [f"{name}; reason={outcome.status}" for name, outcome in outcomes.items() if not outcome.ok]
-        headers = {"Gateway-Partial": ", ".join(failed)} if failed else None
         if self.merge == "root":
             merged: dict[str, Any] = {}
             for name, outcome in outcomes.items():
@@ -180,7 +182,12 @@ class FanoutHandler:
                 for name, outcome in outcomes.items()
             ]
             body = b"{" + b",".join(members) + b"}"
-        return Response(body, media_type="application/json", headers=headers)
+        # plain ASGI messages: a Starlette Response would cost twice as much to build and send (measured)
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        if failed:
+            headers.append((b"gateway-partial", ", ".join(failed).encode("latin-1")))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
 def _call_fields(upstream: Upstream, scope: Scope, forward: frozenset[bytes]) -> list[Field]:
