@@ -5,11 +5,12 @@ the corrected initial age, the freshness lifetime and stale windows), so a hit o
 `Cache-Status` and sends the body in one message.
 """
 
-import json
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
+
+import orjson
 
 from middleware.cache.keys import UrlKey
 from middleware.types import Header
@@ -69,7 +70,7 @@ Record = StoredResponse | VaryIndex
 def pack(record: Record) -> bytes:
     """Kind, metadata length, compact JSON metadata, then the raw body: binary-safe and not pickle."""
     if isinstance(record, VaryIndex):
-        meta = json.dumps(record.fields, separators=(",", ":")).encode()
+        meta = orjson.dumps(record.fields)
         return _PREFIX.pack(_INDEX, len(meta)) + meta
     headers = [part.decode("latin-1") for header in record.headers for part in header]
     fields = [
@@ -84,7 +85,7 @@ def pack(record: Record) -> bytes:
         record.vary,
         record.tags,
     ]
-    meta = json.dumps(fields, separators=(",", ":")).encode()
+    meta = orjson.dumps(fields)
     return _PREFIX.pack(_ENTRY, len(meta)) + meta + record.body
 
 
@@ -92,7 +93,7 @@ def unpack(raw: bytes) -> Record | None:
     """The record `pack` wrote, or None for anything else (a foreign or damaged value is a miss)."""
     try:
         kind, length = _PREFIX.unpack_from(raw)
-        meta = json.loads(raw[_PREFIX.size : _PREFIX.size + length])
+        meta = orjson.loads(raw[_PREFIX.size : _PREFIX.size + length])  # every Redis hit: orjson, ~6x json's speed
         if kind == _INDEX:
             return VaryIndex(tuple(str(name) for name in meta))
         if kind != _ENTRY:
@@ -109,8 +110,8 @@ def unpack(raw: bytes) -> Record | None:
             lifetime=float(lifetime),
             stale_while_revalidate=float(swr),
             stale_if_error=float(sie),
-            vary=tuple((str(name), None if value is None else str(value)) for name, value in vary),
-            tags=tuple(str(tag) for tag in tags),
+            vary=tuple((str(name), None if value is None else str(value)) for name, value in vary) if vary else (),
+            tags=tuple(str(tag) for tag in tags) if tags else (),
         )
     except (ValueError, TypeError, AttributeError, struct.error):
         return None
