@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 from urllib.parse import parse_qs, quote
 
-import orjson
+import msgspec
 from opentelemetry import trace
 
 from gateway.gather import Call, Outcome, gather
@@ -24,6 +24,9 @@ from middleware.tracing import PROPAGATION_FIELDS
 from middleware.types import ASGIApp, Header, Message, RawHeaders, Receive, Scope, Send
 
 _QUERY_VALUE_SAFE = "!$'()*+,;:@-._~/?"
+_parse = msgspec.json.Decoder().decode
+_check_syntax = msgspec.json.Decoder(msgspec.Raw).decode  # the grammar only: no objects built, UTF-8 unchecked
+_encode = msgspec.json.Encoder().encode
 
 
 class CallFailed(Exception):
@@ -31,7 +34,8 @@ class CallFailed(Exception):
 
 
 class Answer(NamedTuple):
-    """A call's JSON answer: parsed, for later calls' templates, and as received, for the merged answer."""
+    """A call's JSON answer as received, for the merged answer, and parsed where something reads its value:
+    a later call's template, or a merge at the root (None otherwise: parsing is most of a call's cost)."""
 
     value: Any
     raw: bytes
@@ -92,7 +96,10 @@ class FanoutHandler:
     ) -> None:
         self.calls = calls
         self._required = frozenset(call.name for call in calls if call.required)
-        self._members = {call.name: orjson.dumps(call.name) + b":" for call in calls}  # `"name":`, encoded once
+        self._members = {call.name: _encode(call.name) + b":" for call in calls}  # `"name":`, encoded once
+        # answers whose values are read: by a later call's `{call.field}` (`{query.name}` is the client's query)
+        read = {field.partition(".")[0] for call in calls for _, field in call.template if field and "." in field}
+        self._parsed = frozenset(self._members) if merge == "root" else frozenset(read - {"query"})
         self.max_concurrency = max_concurrency
         self.deadline = deadline
         self.merge = merge
@@ -135,6 +142,8 @@ class FanoutHandler:
         """`prepared` holds the request's header fields for each upstream and forward set: calls that share
         both send the same fields, made once (transports do not change the list they are given)."""
 
+        parse = call.name in self._parsed
+
         async def run(answers: Mapping[str, Answer]) -> Answer:
             values = {name: answer.value for name, answer in answers.items()}
             target = render(call.template, scope.get("path_params", {}), query, values)
@@ -153,10 +162,7 @@ class FanoutHandler:
             content_type = next((value for name, value in headers if name.lower() == b"content-type"), b"").lower()
             if not (content_type.startswith(b"application/json") or b"+json" in content_type):
                 raise CallFailed(f"not JSON (content-type {content_type.decode('latin-1') or 'missing'})")
-            try:  # strict RFC 8259: UTF-8, no NaN or Infinity, so the bytes can go into the answer as they are
-                return Answer(orjson.loads(body), body)
-            except orjson.JSONDecodeError as exc:
-                raise CallFailed(f"invalid JSON: {exc}") from None
+            return _json_answer(body, parse=parse)
 
         return run
 
@@ -175,7 +181,7 @@ class FanoutHandler:
             for name, outcome in outcomes.items():
                 value = outcome.value.value if outcome.value is not None else None
                 merged.update(value if isinstance(value, dict) else {name: value})
-            body = orjson.dumps(merged)
+            body = _encode(merged)
         else:  # each answer's own bytes, validated but not parsed and serialised again
             members = [
                 self._members[name] + (outcome.value.raw if outcome.value is not None else b"null")
@@ -188,6 +194,19 @@ class FanoutHandler:
             headers.append((b"gateway-partial", ", ".join(failed).encode("latin-1")))
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+def _json_answer(body: bytes, *, parse: bool) -> Answer:
+    """Strict RFC 8259 (UTF-8, no NaN or Infinity), so the bytes can go into the merged answer as they are."""
+    try:
+        if parse:
+            return Answer(_parse(body), body)
+        if not body.isascii():
+            body.decode()
+        _check_syntax(body)
+        return Answer(None, body)
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise CallFailed(f"invalid JSON: {exc}") from None
 
 
 def _call_fields(upstream: Upstream, scope: Scope, forward: frozenset[bytes]) -> list[Field]:

@@ -85,9 +85,9 @@ class Controllable:
 
     /delay/MS?... answers {"waited": MS} after MS milliseconds; /status/CODE answers that status;
     /text answers text/plain; /badjson answers a broken JSON body, /nan one with NaN (not JSON by RFC 8259),
-    /bignum a number beyond 64 bits with its own spacing; /user/ID answers {"id": ID, "org": "o-ID"};
-    /echo-query answers the query string. `in_flight` and `most_in_flight` count concurrent requests;
-    `cancelled` counts requests whose client went away before the answer.
+    /latin1 one in Latin-1 (JSON is UTF-8), /bignum a number beyond 64 bits with its own spacing;
+    /user/ID answers {"id": ID, "org": "o-ID"}; /echo-query answers the query string. `in_flight` and
+    `most_in_flight` count concurrent requests; `cancelled` counts requests whose client went away before the answer.
     """
 
     def __init__(self) -> None:
@@ -125,6 +125,8 @@ class Controllable:
             body = b'{"unterminated": '
         elif parts[0] == "nan":
             body = b'{"ratio": NaN}'
+        elif parts[0] == "latin1":
+            body = b'{"name": "caf\xe9"}'
         elif parts[0] == "bignum":
             body = b'{ "id" : 123456789012345678901234567890 }'
         elif parts[0] == "user":

@@ -152,12 +152,32 @@ async def test_answers_keep_their_bytes_and_must_be_strict_json(
     make_gateway: GatewayFactory, upstream: tuple[Controllable, str]
 ) -> None:
     _, url = upstream
-    calls = "        big: {upstream: svc, path: /bignum}\n        nan: {upstream: svc, path: /nan, required: false}\n"
+    calls = (
+        "        big: {upstream: svc, path: /bignum}\n"
+        "        nan: {upstream: svc, path: /nan, required: false}\n"
+        "        latin: {upstream: svc, path: /latin1, required: false}\n"
+    )
     gateway = make_gateway(fanout_routes(url, calls))
     async with client_for(gateway) as client:
         response = await client.get("/agg/1")
-    assert response.content == b'{"big":{ "id" : 123456789012345678901234567890 },"nan":null}'
-    assert response.headers["gateway-partial"] == "nan; reason=error"
+    assert response.content == b'{"big":{ "id" : 123456789012345678901234567890 },"nan":null,"latin":null}'
+    assert response.headers["gateway-partial"] == "nan; reason=error, latin; reason=error"
+
+
+@pytest.mark.parametrize("path", ["/nan", "/latin1", "/badjson"])
+async def test_answers_read_by_later_calls_are_held_to_the_same_rules(
+    make_gateway: GatewayFactory, upstream: tuple[Controllable, str], path: str
+) -> None:
+    _, url = upstream
+    calls = (
+        f"        first: {{upstream: svc, path: {path}, required: false}}\n"
+        '        then: {upstream: svc, path: "/user/{first.name}", required: false}\n'
+    )
+    gateway = make_gateway(fanout_routes(url, calls))
+    async with client_for(gateway) as client:
+        response = await client.get("/agg/1")
+    assert response.json() == {"first": None, "then": None}
+    assert response.headers["gateway-partial"] == "first; reason=error, then; reason=cancelled"
 
 
 async def test_templates_use_path_params_query_and_earlier_answers(
