@@ -2,12 +2,13 @@
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 import httpx
 import pytest
 
-from gateway.gather import Call, gather
+from gateway.gather import Call, Outcome, gather
 from tests.gateway.conftest import GatewayFactory, client_for
 from tests.servers import serve
 from tests.upstreams import Controllable, echo
@@ -267,6 +268,25 @@ async def test_gather_gives_back_every_slot_it_took() -> None:
         await shared.acquire()
         free += 1
     assert free == 2
+
+
+async def test_gather_starts_bounded_calls_in_order_and_a_first_call_may_wait_for_a_later_one() -> None:
+    started: list[str] = []
+
+    def call(name: str, after: tuple[str, ...] = ()) -> Call[str]:
+        async def run(inputs: Mapping[str, Any]) -> str:
+            started.append(name)
+            await asyncio.sleep(0)
+            return name + "".join(inputs.values())
+
+        return Call(name, run, after=after)
+
+    outcomes = await gather([call("a"), call("b"), call("c")], max_concurrency=1, deadline=5)
+    assert started == ["a", "b", "c"]
+    started.clear()
+    outcomes = await gather([call("first", after=("second",)), call("second")], max_concurrency=1, deadline=5)
+    assert started == ["second", "first"]
+    assert outcomes["first"] == Outcome("ok", "firstsecond")
 
 
 async def test_gather_refuses_unknown_dependencies() -> None:
