@@ -55,9 +55,11 @@ class FanoutCall:
 
 
 def render(
-    template: Template, path_params: Mapping[str, Any], query: Mapping[str, list[str]], answers: Mapping[str, Any]
+    template: Template, path_params: Mapping[str, Any], query: Mapping[str, list[str]], answers: Mapping[str, Answer]
 ) -> str:
     """Fill `{param}`, `{query.name}` and `{call.field}`, percent-encoding each value for where it lands."""
+    if len(template) == 1:  # no fields: the path as configured
+        return template[0][0]
     out: list[str] = []
     in_query = False
     for literal, field in template:
@@ -69,7 +71,7 @@ def render(
         if name == "query" and fields:
             value: Any = query.get(fields[0], [""])[0]
         elif fields:
-            value = answers[name]
+            value = answers[name].value
             for part in fields:
                 if not isinstance(value, dict) or part not in value:
                     raise CallFailed(f"{{{field}}}: the answer of '{name}' has no such field")
@@ -145,8 +147,7 @@ class FanoutHandler:
         parse = call.name in self._parsed
 
         async def run(answers: Mapping[str, Answer]) -> Answer:
-            values = {name: answer.value for name, answer in answers.items()}
-            target = render(call.template, scope.get("path_params", {}), query, values)
+            target = render(call.template, scope.get("path_params", {}), query, answers)
             forward = self._forwarded[call.name]
             if call.cache is not None:
                 status, headers, body = await call_app(call.cache, _call_scope(scope, call, target, forward))
@@ -159,7 +160,7 @@ class FanoutHandler:
                 raise TimeoutError("upstream timed out")
             if not 200 <= status < 300:
                 raise CallFailed(f"upstream answered {status}")
-            content_type = next((value for name, value in headers if name.lower() == b"content-type"), b"").lower()
+            content_type = _content_type(headers)
             if not (content_type.startswith(b"application/json") or b"+json" in content_type):
                 raise CallFailed(f"not JSON (content-type {content_type.decode('latin-1') or 'missing'})")
             return _json_answer(body, parse=parse)
@@ -194,6 +195,13 @@ class FanoutHandler:
             headers.append((b"gateway-partial", ", ".join(failed).encode("latin-1")))
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+def _content_type(headers: Sequence[Header]) -> bytes:
+    for name, value in headers:
+        if name.lower() == b"content-type":
+            return value.lower()
+    return b""
 
 
 def _json_answer(body: bytes, *, parse: bool) -> Answer:
