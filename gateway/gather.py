@@ -54,28 +54,30 @@ async def gather(
     """Outcomes by call name, in the order of `calls`; `shared_limit` bounds calls across all gathers."""
     if max_concurrency < 1:
         raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency}")
-    names = {call.name for call in calls}
-    for call in calls:
-        missing = [name for name in call.after if name not in names or name == call.name]
-        if missing:
-            raise ValueError(f"call {call.name!r} waits for unknown calls {missing}")
+    finished = {name: asyncio.Event() for call in calls for name in call.after}  # the calls others wait for
+    if finished:  # only a dependency can name an unknown call
+        names = {call.name for call in calls}
+        for call in calls:
+            missing = [name for name in call.after if name not in names or name == call.name]
+            if missing:
+                raise ValueError(f"call {call.name!r} waits for unknown calls {missing}")
     # a route's own bound that cannot bind (no more calls than it allows) is not paid for on every call
     limits = [asyncio.Semaphore(max_concurrency)] if max_concurrency < len(calls) else []
     if shared_limit is not None:
         limits.append(shared_limit)
-    finished = {name: asyncio.Event() for name in {name for call in calls for name in call.after}}  # awaited
     outcomes: dict[str, Outcome[T]] = {}
+
+    async def after_dependencies(call: Call[T]) -> Outcome[T]:
+        for name in call.after:
+            await finished[name].wait()
+        failed = [name for name in call.after if not outcomes[name].ok]
+        if failed:
+            return Outcome("cancelled", error=f"{', '.join(failed)} failed")
+        return await _attempt(call, {name: outcomes[name].value for name in call.after}, limits)
 
     async def run(call: Call[T]) -> None:
         try:
-            for name in call.after:
-                await finished[name].wait()
-            failed = [name for name in call.after if not outcomes[name].ok]
-            if failed:
-                outcomes[call.name] = Outcome("cancelled", error=f"{', '.join(failed)} failed")
-            else:
-                inputs = {name: outcomes[name].value for name in call.after}
-                outcomes[call.name] = await _attempt(call, inputs, limits)
+            outcomes[call.name] = await (after_dependencies(call) if call.after else _attempt(call, {}, limits))
         finally:
             if call.name in finished:
                 finished[call.name].set()
