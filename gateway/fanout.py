@@ -210,7 +210,7 @@ def _json_answer(body: bytes, *, parse: bool) -> Answer:
         if parse:
             return Answer(_parse(body), body)
         if not body.isascii():
-            body.decode()
+            body.decode()  # raises for anything but UTF-8; the syntax check below does not look
         _check_syntax(body)
         return Answer(None, body)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:

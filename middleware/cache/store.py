@@ -105,9 +105,8 @@ def unpack(raw: bytes) -> Record | None:
             return VaryIndex(_INDEX_META.decode(meta))
         if kind != _ENTRY:
             return None
-        status, flat, request_time, response_time, initial_age, lifetime, swr, sie, vary, tags = _ENTRY_META.decode(
-            meta
-        )
+        fields = _ENTRY_META.decode(meta)
+        status, flat, request_time, response_time, initial_age, lifetime, swr, sie, vary, tags = fields
         encoded = [part.encode("latin-1") for part in flat]
         return StoredResponse(
             status=status,

@@ -281,7 +281,7 @@ async def test_gather_starts_bounded_calls_in_order_and_a_first_call_may_wait_fo
 
         return Call(name, run, after=after)
 
-    outcomes = await gather([call("a"), call("b"), call("c")], max_concurrency=1, deadline=5)
+    await gather([call("a"), call("b"), call("c")], max_concurrency=1, deadline=5)
     assert started == ["a", "b", "c"]
     started.clear()
     outcomes = await gather([call("first", after=("second",)), call("second")], max_concurrency=1, deadline=5)
