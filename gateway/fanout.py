@@ -106,6 +106,8 @@ class FanoutHandler:
         self.deadline = deadline
         self.merge = merge
         self._forwarded = {call.name: forward | call.forward for call in calls}  # what each call carries
+        # the most time each call can take, which its transport is told: gather gives up on it by then
+        self._bounds = {call.name: deadline if call.timeout is None else min(call.timeout, deadline) for call in calls}
         self.shared_limit = shared_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -155,7 +157,7 @@ class FanoutHandler:
                 fields = prepared.get((call.upstream.host, forward))
                 if fields is None:
                     fields = prepared[call.upstream.host, forward] = _call_fields(call.upstream, scope, forward)
-                status, headers, body = await _fetch(call, target, fields)
+                status, headers, body = await _fetch(call, target, fields, self._bounds[call.name])
             if status == 504:
                 raise TimeoutError("upstream timed out")
             if not 200 <= status < 300:
@@ -226,11 +228,14 @@ def _call_fields(upstream: Upstream, scope: Scope, forward: frozenset[bytes]) ->
     return fields
 
 
-async def _fetch(call: FanoutCall, target: str, fields: list[Field]) -> tuple[int, Sequence[Header], bytes]:
-    """One call straight through the upstream's transport (and its tracing and metrics)."""
+async def _fetch(
+    call: FanoutCall, target: str, fields: list[Field], bound: float
+) -> tuple[int, Sequence[Header], bytes]:
+    """One call straight through the upstream's transport (and its tracing and metrics). `bound` is the most the
+    call may take, body included, before gather gives up on it: the transport need not time each read."""
     upstream = call.upstream
     try:
-        response = await upstream.transport.send(call.method, upstream.base_url + target, fields, b"")
+        response = await upstream.transport.send(call.method, upstream.base_url + target, fields, b"", deadline=bound)
         try:
             return response.status, response.headers, await response.read()
         finally:

@@ -166,10 +166,12 @@ class MeteredTransport:
     async def aclose(self) -> None:
         await self.inner.aclose()
 
-    async def send(self, method: str, url: str, headers: list[Field], body: Body) -> UpstreamResponse:
+    async def send(
+        self, method: str, url: str, headers: list[Field], body: Body, *, deadline: float | None = None
+    ) -> UpstreamResponse:
         started = time.perf_counter()
         try:
-            response = await self.inner.send(method, url, headers, body)
+            response = await self.inner.send(method, url, headers, body, deadline=deadline)
         except UpstreamError as exc:
             self._count(_ERROR_KINDS.get(type(exc).__name__, "error"))
             raise

@@ -77,18 +77,20 @@ class TracedTransport:
     async def aclose(self) -> None:
         await self.inner.aclose()
 
-    async def send(self, method: str, url: str, headers: list[Field], body: Body) -> UpstreamResponse:
+    async def send(
+        self, method: str, url: str, headers: list[Field], body: Body, *, deadline: float | None = None
+    ) -> UpstreamResponse:
         parent = trace.get_current_span().get_span_context()
         if parent.is_valid and not parent.trace_flags.sampled:
             # The gateway's samplers are parent-based: a child of an unsampled span is never recorded, so the
             # call carries the current context as it is rather than paying for a span nobody keeps.
-            return await self.inner.send(method, url, _with_context(headers), body)
+            return await self.inner.send(method, url, _with_context(headers), body, deadline=deadline)
         with self.tracer.start_as_current_span(method, kind=SpanKind.CLIENT) as span:
             recording = span.is_recording()  # unsampled: only the context travels, no attributes are built
             if recording:
                 span.set_attributes(self._attributes(method, url))
             try:
-                response = await self.inner.send(method, url, _with_context(headers), body)
+                response = await self.inner.send(method, url, _with_context(headers), body, deadline=deadline)
             except UpstreamError as exc:
                 if recording:
                     span.set_attribute("error.type", type(exc).__name__)

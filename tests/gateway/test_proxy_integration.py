@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 import httpx
 import pytest
 
-from gateway.upstreams import AiohttpTransport, Timeouts
+from gateway.upstreams import AiohttpTransport, Timeouts, UpstreamTimeout
 from tests.gateway.conftest import GatewayFactory, client_for
 from tests.servers import bound_socket, serve
 from tests.upstreams import Stalling, echo, streaming
@@ -77,6 +77,28 @@ async def test_the_transport_gives_fields_without_a_host_the_urls() -> None:
         finally:
             await transport.aclose()
     assert seen["headers"] == [["host", upstream.removeprefix("http://")], ["x-only", "1"]]
+
+
+async def test_reads_under_a_callers_deadline_within_the_read_timeout_are_not_timed_again() -> None:
+    """A fan-out call gives up by its deadline itself: a read timer that could not fire first is left out,
+    while a request with a longer deadline (or none) keeps the read timeout."""
+    stalling = Stalling()
+    transport = AiohttpTransport(pool_size=2, timeouts=Timeouts(connect=1.0, read=0.1, pool=1.0))
+    async with serve(stalling) as upstream:
+        await transport.start()
+        try:
+            bounded = asyncio.create_task(transport.send("GET", f"{upstream}/bounded", [], b"", deadline=0.1))
+            await stalling.arrived.wait()
+            with pytest.raises(UpstreamTimeout):  # sent after the bounded one, so its read timer would fire first
+                await transport.send("GET", f"{upstream}/longer", [], b"", deadline=0.5)
+            assert not bounded.done()
+            stalling.release.set()
+            response = await bounded
+            assert (response.status, await response.read()) == (200, b"late")
+            await response.close()
+        finally:
+            stalling.release.set()  # the server waits for its handlers, a failed run's too
+            await transport.aclose()
 
 
 async def test_upstream_timeout_is_a_504_problem(make_gateway: GatewayFactory) -> None:
