@@ -415,11 +415,10 @@ TARGETS: tuple[Target, ...] = (
         variant="redis cache",
     ),
     # "A 304 costs no more than a hit": where there is a hit to compare with. A route without a cache asks the
-    # upstream for every 304 (it has nothing else to hash), so it is held to its own 200, and its 304 against a
-    # memory hit stays a comparison below.
-    Target(
-        "304, etag route: CPU/req < its 200's", "etag-304-1k", 32, "cpu", 1.0, Versus(scenario="etag-1k"), strict=True
-    ),
+    # upstream for every 304 and hashes the body, as for its 200 (the same instructions within 0.3 %, callgrind),
+    # so its 304 is held to its own 200 within the noise allowance tracing has too; against a memory hit it stays
+    # a comparison below.
+    Target("304, etag route: CPU/req <= 1.1x its 200's", "etag-304-1k", 32, "cpu", 1.1, Versus(scenario="etag-1k")),
     Target("304, etag + cache route: CPU/req <= a memory hit's", "etag-cache-304-1k", 32, "cpu", 1.0, HIT),
     Target(
         "304, etag + cache route: CPU/req < its 200's (a hit)",
