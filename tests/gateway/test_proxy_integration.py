@@ -89,7 +89,7 @@ async def test_reads_under_a_callers_deadline_within_the_read_timeout_are_not_ti
         try:
             bounded = asyncio.create_task(transport.send("GET", f"{upstream}/bounded", [], b"", deadline=0.1))
             await stalling.arrived.wait()
-            with pytest.raises(UpstreamTimeout):  # sent after the bounded one, so its read timer would fire first
+            with pytest.raises(UpstreamTimeout):  # sent second: a read timer on the bounded one would fire before
                 await transport.send("GET", f"{upstream}/longer", [], b"", deadline=0.5)
             assert not bounded.done()
             stalling.release.set()
