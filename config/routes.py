@@ -41,7 +41,7 @@ class UpstreamSpec(StrictModel):
     """One target (`url`) or a pool of them (`targets`); a pool's keys are described in config/pools.py."""
 
     url: OriginUrl | None = None
-    targets: tuple[OriginUrl | TargetSpec, ...] = ()
+    targets: tuple[TargetSpec, ...] = ()  # a bare URL is a target of weight 1
     balance: Balance = "p2c"
     health_check: HealthCheckSpec | None = None
     outlier_detection: OutlierSpec | None = None
@@ -51,6 +51,13 @@ class UpstreamSpec(StrictModel):
     pool_size: int | None = Field(default=None, ge=1)
     http2: bool = False  # HTTP/2 needs the httpx transport
     app: str | None = None  # "package.module:attribute": an in-process ASGI app, reached without a socket
+
+    @field_validator("targets", mode="before")
+    @classmethod
+    def _bare_urls(cls, value: object) -> object:
+        if isinstance(value, list | tuple):
+            return tuple({"url": item} if isinstance(item, str) else item for item in value)
+        return value
 
     @model_validator(mode="after")
     def _url_or_targets(self) -> "UpstreamSpec":
@@ -64,7 +71,7 @@ class UpstreamSpec(StrictModel):
     def target_specs(self) -> tuple[TargetSpec, ...]:
         if self.url is not None:
             return (TargetSpec(url=self.url),)
-        return tuple(TargetSpec(url=target) if isinstance(target, str) else target for target in self.targets)
+        return self.targets
 
     @property
     def pooled(self) -> bool:

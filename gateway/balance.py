@@ -42,7 +42,8 @@ class PowerOfTwoChoices:
             first, second = random.sample(candidates, 2)
         else:
             first, second = random.choices(candidates, weights=[target.weight for target in candidates], k=2)
-        return second if _load(second) < _load(first) else first
+        # in flight per unit of weight: idle targets tie, and the weighted draw decides
+        return second if second.in_flight * first.weight < first.in_flight * second.weight else first
 
 
 class RoundRobin:

@@ -11,8 +11,12 @@ import httpx
 import pytest
 from starlette.types import Receive, Scope, Send
 
+from config.pools import HealthCheckSpec, RetrySpec, TargetSpec
+from config.routes import UpstreamSpec
 from gateway.app import Gateway
-from gateway.pool import Pool, Target
+from gateway.metrics import Metrics
+from gateway.pool import Pool, Target, TargetTransports
+from gateway.upstreams import HttpxTransport, Timeouts
 from tests.gateway.conftest import GatewayFactory, client_for
 from tests.servers import serve
 from tests.upstreams import echo
@@ -247,3 +251,32 @@ routes:
         async with client_for(app) as client:
             responses = [await client.get("/both") for _ in range(10)]
     assert [response.status_code for response in responses] == [200] * 10
+
+
+def direct_pool(spec: UpstreamSpec) -> Pool:
+    def connect() -> TargetTransports:
+        transport = HttpxTransport(pool_size=2, timeouts=Timeouts(connect=1.0, read=1.0, pool=1.0), app=echo)
+        return TargetTransports(transport, transport)
+
+    return Pool("users", spec, connect, Metrics().targets)
+
+
+async def test_a_target_turns_after_its_threshold_of_checks_in_a_row() -> None:
+    checks = HealthCheckSpec(path="/healthz", healthy_threshold=2, unhealthy_threshold=3)
+    pool = direct_pool(UpstreamSpec(targets=(TargetSpec(url="http://a:1"),), health_check=checks))
+    target = pool.targets[0]
+    verdicts = []
+    for passed in (False, False, True, False, False, False, True, False, True, True):
+        pool.checked(target, passed)
+        verdicts.append(target.healthy)
+    assert verdicts == [True, True, True, True, True, False, False, False, False, True]
+
+
+async def test_the_retry_budget_is_a_share_of_requests_in_flight_with_a_floor_of_three() -> None:
+    budget = RetrySpec(budget_percent=20)
+    pool = direct_pool(UpstreamSpec(targets=(TargetSpec(url="http://a:1"),), retries=budget))
+    allowed = []
+    for in_flight, retrying in ((0, 2), (0, 3), (100, 19), (100, 20)):
+        pool._in_flight, pool._retrying = in_flight, retrying
+        allowed.append(pool._budget_allows())
+    assert allowed == [True, False, True, False]
