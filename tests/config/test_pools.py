@@ -27,7 +27,8 @@ def test_the_pool_shape_loads(tmp_path: Path) -> None:
         TargetSpec(url="http://10.0.0.1:9001"),
         TargetSpec(url="http://10.0.0.2:9001", weight=2),
     )
-    assert isinstance(spec.balance, HashBalance) and spec.balance.hash.header == "X-User-Id"
+    assert isinstance(spec.balance, HashBalance)
+    assert spec.balance.hash.header == "X-User-Id"
     assert spec.retries == RetrySpec(attempts=2, on=("connect-failure", "reset", 502, 503), per_try_timeout=2)
     assert spec.pooled
 
