@@ -108,15 +108,22 @@ async def test_killing_one_of_three_loses_no_request_and_it_comes_back_after_pas
             killed = target_at(pool, b)
             before = await gets(client, 60)
             assert apps[1].answered > 0
-            await b_server.aclose()  # b stops: its kept-alive connections close, new ones are refused
-
+            attempts_before_kill = killed.requests
             detected = asyncio.create_task(pool.wait_until(lambda p: not killed.available))
-            during: list[httpx.Response] = []
-            for _ in range(200):  # bounded: detection takes a few check intervals
-                during += await gets(client, 8)
-                if detected.done():
-                    break
+
+            async def load_until_detected() -> list[httpx.Response]:
+                answered: list[httpx.Response] = []
+                for _ in range(300):  # bounded: detection takes a few check intervals
+                    answered += await gets(client, 8)
+                    if detected.done():
+                        break
+                return answered
+
+            load = asyncio.create_task(load_until_detected())  # requests keep coming while b goes away
+            await b_server.aclose()  # b stops: its kept-alive connections close, new ones are refused
+            during = await load
             assert detected.done()
+            assert killed.requests > attempts_before_kill  # it was still asked, and the pool sent those elsewhere
             attempts_at_detection = killed.requests
             after = await gets(client, 90)
             assert killed.requests == attempts_at_detection  # nothing was sent its way once detected
