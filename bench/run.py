@@ -162,6 +162,10 @@ FANOUT: dict[str, Any] = {
     "path": "/fanout/3x1k",
     "fanout": {"calls": {name: {"upstream": "origin", "path": "/1k"} for name in FANOUT_CALLS}},
 }
+# The same document through a pool of three targets: the origin on three loopback addresses, one keep-alive
+# pool each. Its own path, served by the origin as /1k is, so the request differs from the miss only in the pool.
+POOL: dict[str, Any] = {"path": "/pool/1k", "methods": ["GET"], "upstream": "pool"}
+POOL_ADDRESSES = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
 STREAM: dict[str, Any] = {
     "path": "/50m",
     "methods": ["GET"],
@@ -275,6 +279,16 @@ SCENARIOS: tuple[Scenario, ...] = (
         servers=("uvicorn",),
         expect="fanout",
         origin_calls=len(FANOUT_CALLS),
+    ),
+    Scenario(
+        "pool-3x1k",
+        "Proxied miss, 1 KB, through a pool of three targets (p2c; off: the single-URL miss-1k)",
+        POOL["path"],
+        route=POOL,
+        compare=(),
+        headers=BROWSER_HEADERS,
+        connections=(32,),
+        servers=("uvicorn",),
     ),
     Scenario(
         "one-call-1k",
@@ -428,6 +442,14 @@ TARGETS: tuple[Target, ...] = (
         1.0,
         Versus(scenario="etag-cache-1k"),
         strict=True,
+    ),
+    Target(
+        "miss through a 3-target pool: CPU/req <= 1.05x the single URL's",
+        "pool-3x1k",
+        32,
+        "cpu",
+        1.05,
+        Versus(scenario="miss-1k"),
     ),
     Target("fan-out of 3, 32 conns: >= 0.4x the miss rate", "fanout-3x1k", 32, "rate", 0.4, Versus(scenario="miss-1k")),
     Target(
@@ -657,6 +679,8 @@ def write_origin_files(run_dir: Path) -> str:
     (run_dir / "www").mkdir()
     for path, body in documents().items():
         (run_dir / "www" / path.strip("/")).write_bytes(body)
+    (run_dir / "www" / POOL["path"].strip("/")).parent.mkdir()
+    (run_dir / "www" / POOL["path"].strip("/")).write_bytes(documents()["/1k"])
     large = random.Random(0).randbytes(STREAM_BYTES)  # incompressible, in case anything on the way compresses
     (run_dir / "www" / STREAM["path"].strip("/")).write_bytes(large)
     for name in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
@@ -682,7 +706,9 @@ def write_routes(run_dir: Path, origin: Origin, scenarios: Sequence[Scenario]) -
         if route is not None and route not in routes:
             routes.append(route)
     path = run_dir / "routes.yaml"
-    document = {"upstreams": {"origin": {"url": origin.url}}, "routes": [dict(route) for route in routes]}
+    port = urlsplit(origin.url).port
+    pool = {"targets": [f"http://{address}:{port}" for address in POOL_ADDRESSES]}
+    document = {"upstreams": {"origin": {"url": origin.url}, "pool": pool}, "routes": [dict(route) for route in routes]}
     path.write_text(yaml.safe_dump(document, sort_keys=False))
     return path
 

@@ -7,10 +7,10 @@ duplicate routes) live in `cross_reference_issues`, which reports each problem a
 import re
 from collections.abc import Iterator
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
+from config.pools import Balance, HealthCheckSpec, OriginUrl, OutlierSpec, RetrySpec, TargetSpec
 from flags.definitions import FlagDefinitions
 from flags.model import FlagKind
 
@@ -38,25 +38,46 @@ class TimeoutSpec(StrictModel):
 
 
 class UpstreamSpec(StrictModel):
-    url: str
+    """One target (`url`) or a pool of them (`targets`); a pool's keys are described in config/pools.py."""
+
+    url: OriginUrl | None = None
+    targets: tuple[TargetSpec, ...] = ()  # a bare URL is a target of weight 1
+    balance: Balance = "p2c"
+    health_check: HealthCheckSpec | None = None
+    outlier_detection: OutlierSpec | None = None
+    retries: RetrySpec | None = None
+    dns_refresh: Seconds | None = None  # each address a host name resolves to becomes a target of its own
     timeout: TimeoutSpec = TimeoutSpec()
     pool_size: int | None = Field(default=None, ge=1)
     http2: bool = False  # HTTP/2 needs the httpx transport
     app: str | None = None  # "package.module:attribute": an in-process ASGI app, reached without a socket
 
-    @field_validator("url")
+    @field_validator("targets", mode="before")
     @classmethod
-    def _origin_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"must be an absolute http:// or https:// URL, got {value!r}")
-        if parts.query or parts.fragment or parts.username or parts.password:
-            raise ValueError("must not carry a query, fragment or credentials")
-        try:
-            parts.port  # noqa: B018 (raises ValueError on a bad port)
-        except ValueError as exc:
-            raise ValueError(f"bad port in {value!r}") from exc
-        return value.rstrip("/")
+    def _bare_urls(cls, value: object) -> object:
+        if isinstance(value, list | tuple):
+            return tuple({"url": item} if isinstance(item, str) else item for item in value)
+        return value
+
+    @model_validator(mode="after")
+    def _url_or_targets(self) -> "UpstreamSpec":
+        if (self.url is None) == (not self.targets):
+            raise ValueError("give either url (one target) or targets (a pool), not both or neither")
+        if self.app is not None and (self.targets or self.dns_refresh is not None):
+            raise ValueError("an in-process app is one target: it takes url, not targets or dns_refresh")
+        return self
+
+    @property
+    def target_specs(self) -> tuple[TargetSpec, ...]:
+        if self.url is not None:
+            return (TargetSpec(url=self.url),)
+        return self.targets
+
+    @property
+    def pooled(self) -> bool:
+        """Whether the upstream needs a pool; one `url` without pool keys is a plain transport, as fast as ever."""
+        watched = (self.health_check, self.outlier_detection, self.retries, self.dns_refresh)
+        return bool(self.targets) or any(value is not None for value in watched)
 
     @field_validator("app")
     @classmethod

@@ -39,6 +39,7 @@ class Admin:
         *,
         resolver: Resolver,
         describe_routes: Callable[[], list[dict[str, Any]]],
+        describe_upstreams: Callable[[], dict[str, Any]] = dict,
         reload: Callable[[], Awaitable[Mapping[str, Any]]] | None = None,
         purge: Callable[[Mapping[str, Any]], Awaitable[Mapping[str, Any]]] | None = None,
     ) -> None:
@@ -47,6 +48,7 @@ class Admin:
         self._expected = f"Bearer {token}".encode()
         self.resolver = resolver
         self.describe_routes = describe_routes
+        self.describe_upstreams = describe_upstreams
         self._reload = reload
         self._purge = purge
 
@@ -54,6 +56,7 @@ class Admin:
         base = f"{prefix}/admin"
         endpoints: list[tuple[str, Endpoint, str]] = [
             ("/routes", self.list_routes, "GET"),
+            ("/upstreams", self.list_upstreams, "GET"),
             ("/flags", self.list_flags, "GET"),
             ("/flags/{key}/evaluate", self.evaluate_flag, "GET"),
         ]
@@ -83,6 +86,9 @@ class Admin:
 
     async def list_routes(self, request: Request) -> Response:
         return JSONResponse({"routes": self.describe_routes()})
+
+    async def list_upstreams(self, request: Request) -> Response:
+        return JSONResponse({"upstreams": self.describe_upstreams()})
 
     async def list_flags(self, request: Request) -> Response:
         definitions = {

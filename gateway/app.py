@@ -18,6 +18,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -39,6 +40,7 @@ from gateway.flagwiring import build_flags, flag_span_event
 from gateway.health import Health
 from gateway.logs import AccessLines
 from gateway.metrics import MeteredTransport, Metrics, RequestMetrics
+from gateway.pool import Pool, TargetTransports
 from gateway.recorder import RequestRecorder
 from gateway.routing import GatewayRouter, compile_routes, own_app
 from gateway.telemetry import TracedTransport, build_tracer_provider, server_span_attributes
@@ -238,6 +240,10 @@ class Gateway:
             name: spec for name, spec in routes.upstreams.items() if specs.get(name) != spec or name not in current
         }
         built = build_upstreams(fresh, self.settings, self._upstream_apps, self.tracer_provider, self.metrics)
+        for name, upstream in built.items():
+            previous = current[name].transport if name in current else None
+            if isinstance(upstream.transport, Pool) and isinstance(previous, Pool):
+                upstream.transport.inherit(previous)  # unchanged targets keep their health
         return {name: built[name] if name in fresh else current[name] for name in routes.upstreams}
 
     def _generation(self, routes: RouteFile, upstreams: dict[str, Upstream]) -> Generation:
@@ -265,7 +271,7 @@ class Gateway:
     def _own_app(self, routes: RouteFile) -> ASGIApp:
         """Health, readiness, metrics and (with a token) the admin API, under the admin prefix."""
         settings = self.settings
-        health = Health(self.redis, route_count=len(routes.routes), status=self.config_status)
+        health = Health(self.redis, route_count=len(routes.routes), status=self.ready_status)
         own: list[BaseRoute] = [
             *health.routes(settings.admin_prefix),
             Route(f"{settings.admin_prefix}/metrics", self.metrics.endpoint, methods=["GET"], name="metrics"),
@@ -275,6 +281,7 @@ class Gateway:
                 settings.admin_token.get_secret_value(),
                 resolver=self.resolver,
                 describe_routes=self.describe_routes,
+                describe_upstreams=self.describe_upstreams,
                 reload=self.reload,
                 purge=self.purge,
             )
@@ -298,6 +305,18 @@ class Gateway:
 
     def config_status(self) -> dict[str, Any]:
         return {"config_version": self.generation.version, "last_reload_error": self.last_reload_error}
+
+    def ready_status(self) -> dict[str, Any]:
+        return self.config_status() | {"upstreams": self.describe_upstreams()}
+
+    def describe_upstreams(self) -> dict[str, Any]:
+        """Each pool's targets and their states; an upstream of one url without a pool is not checked."""
+        return {
+            name: upstream.transport.describe()
+            if isinstance(upstream.transport, Pool)
+            else {"panic": False, "targets": [{"url": upstream.base_url, "weight": 1, "state": "unchecked"}]}
+            for name, upstream in self.generation.upstreams.items()
+        }
 
     def _process_middleware(self, app: ASGIApp) -> ASGIApp:
         """Request id, metrics and the access log around the routes; tracing outside them, so even a 500
@@ -373,13 +392,30 @@ def build_upstreams(
                 ConfigIssue(str(settings.routes_file), None, f"upstreams.{name}.app", f"cannot import: {exc}")
             )
             continue
-        transport: Transport = MeteredTransport(_transport(spec, settings, app), upstream=name, metrics=metrics)
-        if tracer_provider is not None:
-            transport = TracedTransport(transport, upstream=name, tracer_provider=tracer_provider)
-        upstreams[name] = Upstream(name, spec.url, urlsplit(spec.url).netloc, transport)
+
+        def observed(plain: Transport, name: str = name) -> Transport:
+            transport: Transport = MeteredTransport(plain, upstream=name, metrics=metrics)
+            if tracer_provider is not None:
+                transport = TracedTransport(transport, upstream=name, tracer_provider=tracer_provider)
+            return transport
+
+        if spec.pooled:
+            connect = partial(_target_transports, spec, settings, app, observed)
+            pool = Pool(name, spec, connect, metrics.targets)
+            upstreams[name] = Upstream(name, "", pool.host, pool)  # the pool prefixes each target's URL
+            continue
+        assert spec.url is not None  # an upstream without a pool has one url (config.routes.UpstreamSpec)
+        upstreams[name] = Upstream(name, spec.url, urlsplit(spec.url).netloc, observed(_transport(spec, settings, app)))
     if issues:
         raise ConfigError(issues)
     return upstreams
+
+
+def _target_transports(
+    spec: UpstreamSpec, settings: Settings, app: ASGIApp | None, observed: Callable[[Transport], Transport]
+) -> TargetTransports:
+    bare = _transport(spec, settings, app)
+    return TargetTransports(observed(bare), bare)
 
 
 def _transport(spec: UpstreamSpec, settings: Settings, app: ASGIApp | None) -> Transport:

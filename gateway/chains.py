@@ -20,7 +20,8 @@ from gateway.caching import KeyExtras, cache_options, key_extras
 from gateway.fanout import FanoutCall, FanoutHandler
 from gateway.flagwiring import route_flags
 from gateway.headers import HeaderRules
-from gateway.proxy import SAFE_TO_RETRY, PathRewrite, ProxyHandler
+from gateway.pool import SAFE_TO_RETRY
+from gateway.proxy import PathRewrite, ProxyHandler
 from gateway.templates import split_template
 from gateway.upstreams import Upstream
 from middleware.cache import CacheMiddleware, CacheStore

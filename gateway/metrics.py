@@ -21,6 +21,7 @@ from flags.model import EvaluationContext
 from flags.resolution import Resolution
 from gateway.headers import Field
 from gateway.series import Count, CounterFamily, Series, Tally, Timing
+from gateway.target_metrics import TargetMetrics
 from gateway.upstreams import Body, Transport, UpstreamError, UpstreamResponse
 from middleware.types import Scope
 
@@ -69,6 +70,7 @@ class Metrics:
         )
         self.redis_errors = series.counter("gateway_redis_errors", "Failed Redis calls", ["component"])
         self.reloads = series.counter("gateway_config_reloads", "Route file reloads", ["result"])
+        self.targets = TargetMetrics(series)
 
     def exposition(self) -> bytes:
         if os.environ.get(PROMETHEUS_MULTIPROC_DIR):

@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse
 from starlette.types import Message, Receive, Scope, Send
 
 from gateway.headers import NO_RULES, Field, HeaderRules, client_response_headers, upstream_request_headers
+from gateway.pool import SAFE_TO_RETRY, Pool
 from gateway.templates import PCHAR_SAFE, split_template
 from gateway.upstreams import (
     Body,
@@ -30,7 +31,6 @@ from middleware.types import RawHeaders
 logger = logging.getLogger("gateway.proxy")
 
 WHOLE_BODY_BYTES = 256 * 1024
-SAFE_TO_RETRY = frozenset({"GET", "HEAD"})
 _NO_BODY_STATUSES = frozenset({204, 304})
 
 
@@ -211,6 +211,8 @@ class ProxyHandler:
         """One retry for requests this route may repeat, when a (pooled) connection closed before any
         byte of an answer; a streamed body cannot be sent twice."""
         method, target = scope["method"], self.target(upstream, scope)
+        if isinstance(upstream.transport, Pool):  # it retries on another target itself
+            return await upstream.transport.send(method, target, headers, body, retry=method in self.retry_methods)
         try:
             return await upstream.transport.send(method, target, headers, body)
         except UpstreamDisconnected as exc:

@@ -12,19 +12,21 @@ import uvicorn
 from starlette.types import ASGIApp
 
 
-def bound_socket(host: str = "127.0.0.1") -> socket.socket:
-    """A listening socket on a free port: connections queue in its backlog before the server runs."""
+def bound_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
+    """A listening socket on `port` (default: a free one): connections queue in its backlog before the server
+    runs."""
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, 0))
+    sock.bind((host, port))
     sock.listen(1024)
     return sock
 
 
 @asynccontextmanager
-async def serve(app: ASGIApp, *, lifespan: Literal["on", "off"] = "off") -> AsyncIterator[str]:
-    """Serve `app` with uvicorn on 127.0.0.1 and yield its base URL; stops the server on exit."""
-    sock = bound_socket()
+async def serve(app: ASGIApp, *, lifespan: Literal["on", "off"] = "off", port: int = 0) -> AsyncIterator[str]:
+    """Serve `app` with uvicorn on 127.0.0.1 (on `port`, or a free one) and yield its base URL; stops the
+    server on exit."""
+    sock = bound_socket(port=port)
     port = sock.getsockname()[1]
     config = uvicorn.Config(app, lifespan=lifespan, log_level="warning", ws="none", access_log=False)
     server = uvicorn.Server(config)
