@@ -3,8 +3,11 @@ on loopback, a real aiohttp client in front."""
 
 import asyncio
 import json
+import signal
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -17,7 +20,8 @@ from gateway.app import Gateway
 from gateway.websocket import refuse
 from gateway.wsserver import GracefulWebSocketProtocol
 from tests.gateway.conftest import GatewayFactory
-from tests.servers import bound_socket, serve
+from tests.gateway.test_served import memory_kib
+from tests.servers import bound_socket, gateway_process, serve
 from tests.upstreams import WebSocketOrigin
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
@@ -269,3 +273,53 @@ async def test_a_session_has_one_span_an_access_line_and_metrics(
     assert 'gateway_websocket_messages_total{direction="in",route="/ws/{rest:path}"} 1.0' in metrics
     assert 'gateway_websocket_bytes_total{direction="in",route="/ws/{rest:path}"} 6.0' in metrics
     assert (open_sessions, "gateway_websocket_sessions 0.0" in metrics) == (1, True)
+
+
+async def test_sigterm_closes_sessions_with_1001_after_the_grace(tmp_path: Path, origin: WebSocketOrigin) -> None:
+    async with origin_served(origin) as url:
+        routes = tmp_path / "routes.yaml"
+        routes.write_text(routes_for(url))
+        command = [sys.executable, "-m", "gateway", "run", "--routes", str(routes)]
+        async with (
+            gateway_process(*command, env={"GATEWAY_SHUTDOWN_GRACE": "1"}) as (process, gateway),
+            aiohttp.ClientSession() as client,
+            client.ws_connect(gateway.replace("http://", "ws://") + "/ws/echo") as ws,
+        ):
+            process.send_signal(signal.SIGTERM)
+            await ws.send_str("during the grace")
+            echoed = await ws.receive()
+            closing = await ws.receive()
+            upstream_end = await origin.ended.get()
+            async with asyncio.timeout(10):
+                returncode = await process.wait()
+    assert echoed.data == "during the grace"
+    assert (closing.type, closing.data) == (aiohttp.WSMsgType.CLOSE, 1001)
+    assert upstream_end[0] == 1001
+    assert returncode == -signal.SIGTERM
+
+
+async def test_a_slow_reader_does_not_make_the_gateway_buffer(tmp_path: Path, origin: WebSocketOrigin) -> None:
+    """100 MiB in 256 KiB messages to a client that reads one message at a time: the gateway holds about one."""
+    count, size = 400, 256 * 1024
+    async with origin_served(origin) as url:
+        routes = tmp_path / "routes.yaml"
+        routes.write_text(routes_for(url, websocket=f"{{max_message_bytes: {size}}}"))
+        command = [sys.executable, "-m", "gateway", "run", "--routes", str(routes)]
+        async with (
+            gateway_process(*command) as (process, gateway),
+            aiohttp.ClientSession() as client,
+        ):
+            base = gateway.replace("http://", "ws://")
+            async with client.ws_connect(f"{base}/ws/flood/2/{size}") as ws:  # imports and pools settle first
+                while (await ws.receive()).type is not aiohttp.WSMsgType.CLOSE:
+                    pass
+            baseline = memory_kib(process.pid, "VmRSS")
+            numbers = []
+            async with client.ws_connect(f"{base}/ws/flood/{count}/{size}", max_msg_size=0) as ws:
+                while (message := await ws.receive()).type is aiohttp.WSMsgType.BINARY:
+                    numbers.append(int.from_bytes(message.data[:8], "big"))
+                    memory_kib(process.pid, "VmRSS")  # the reader's own work between messages
+            peak = memory_kib(process.pid, "VmHWM")
+    assert numbers == list(range(count))
+    assert (message.data, message.extra) == (1000, "done")
+    assert peak - baseline < 12 * 1024, f"gateway peak RSS grew by {(peak - baseline) / 1024:.1f} MiB"
