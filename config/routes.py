@@ -222,7 +222,7 @@ class RouteSpec(StrictModel):
     idempotent: tuple[Method, ...] = ()  # beside GET and HEAD: methods resent once after a dropped connection
     flags: tuple[str, ...] = ()  # resolved per request and forwarded upstream; `when:` flags count too
     when: tuple[WhenSpec, ...] = ()  # the first match wins; none matching: `upstream`
-    websocket: WebSocketSpec | bool = True  # false: upgrades get 404; fan-out routes take none
+    websocket: WebSocketSpec | None = WebSocketSpec()  # `false` (None): upgrades get 404; fan-out routes take none
 
     @model_validator(mode="before")
     @classmethod
@@ -231,6 +231,14 @@ class RouteSpec(StrictModel):
         if isinstance(data, dict) and "fanout" in data and "methods" not in data:
             return {**data, "methods": ["GET"]}
         return data
+
+    @field_validator("websocket", mode="before")
+    @classmethod
+    def _websocket_switch(cls, value: object) -> object:
+        """`true` is the defaults, `false` none; a mapping sets them."""
+        if value is True:
+            return {}
+        return None if value is False else value
 
     @field_validator("methods", mode="before")
     @classmethod
@@ -289,9 +297,7 @@ class RouteSpec(StrictModel):
     @property
     def websocket_options(self) -> WebSocketSpec | None:
         """The route's WebSocket settings, or None when it takes no sessions."""
-        if self.fanout is not None or self.websocket is False:
-            return None
-        return self.websocket if isinstance(self.websocket, WebSocketSpec) else WebSocketSpec()
+        return None if self.fanout is not None else self.websocket
 
     @property
     def flag_keys(self) -> tuple[str, ...]:
@@ -338,7 +344,7 @@ def cross_reference_issues(file: RouteFile) -> list[tuple[Loc, str]]:
         if route.fanout is not None:
             if route.upstream is not None or route.rewrite is not None:
                 issues.append((loc, "has both a fanout and an upstream/rewrite; a route does one or the other"))
-            if "websocket" in route.model_fields_set and route.websocket is not False:
+            if "websocket" in route.model_fields_set and route.websocket is not None:
                 issues.append(((*loc, "websocket"), "a fan-out route has no upstream to take WebSocket sessions"))
             issues.extend(_fanout_issues(route, route.fanout, (*loc, "fanout"), file, known))
         elif route.upstream is None:
