@@ -250,7 +250,9 @@ class WebSocketOrigin:
                 "origin": self.name,
                 "path": websocket.url.path,
                 "query": websocket.url.query,
-                "headers": [[name.decode("latin-1"), value.decode("latin-1")] for name, value in websocket.scope["headers"]],
+                "headers": [
+                    [name.decode("latin-1"), value.decode("latin-1")] for name, value in websocket.scope["headers"]
+                ],
                 "subprotocols": offered,
             }
             await websocket.send_text(json.dumps(seen))

@@ -15,6 +15,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
+from starlette.types import Message
 
 from gateway.app import Gateway
 from gateway.websocket import refuse
@@ -76,11 +77,14 @@ async def test_text_and_binary_messages_cross_both_ways_in_order(
     make_gateway: GatewayFactory, origin: WebSocketOrigin
 ) -> None:
     sent: list[str | bytes] = [f"text {n} é" if n % 2 else n.to_bytes(4, "big") * 50 for n in range(40)]
-    async with origin_served(origin) as url, session_through(make_gateway, routes_for(url)) as (gateway, client):
-        async with client.ws_connect(f"{gateway}/ws/echo") as ws:
-            for message in sent:
-                await (ws.send_str(message) if isinstance(message, str) else ws.send_bytes(message))
-            received = [(await ws.receive()).data for _ in sent]
+    async with (
+        origin_served(origin) as url,
+        session_through(make_gateway, routes_for(url)) as (gateway, client),
+        client.ws_connect(f"{gateway}/ws/echo") as ws,
+    ):
+        for message in sent:
+            await (ws.send_str(message) if isinstance(message, str) else ws.send_bytes(message))
+        received = [(await ws.receive()).data for _ in sent]
     assert received == sent
 
 
@@ -121,10 +125,13 @@ async def test_the_handshake_carries_what_an_http_request_would(
         "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
         "X-Forwarded-For": "198.51.100.1",
     }
-    async with origin_served(origin) as url, session_through(make_gateway, routes.replace("URL", url)) as (gw, client):
-        async with client.ws_connect(f"{gw}/ws/seen?room=7", headers=headers) as ws:
-            seen = json.loads((await ws.receive()).data)
-            answered_id = ws._response.headers.get("x-request-id")
+    async with (
+        origin_served(origin) as url,
+        session_through(make_gateway, routes.replace("URL", url)) as (gw, client),
+        client.ws_connect(f"{gw}/ws/seen?room=7", headers=headers) as ws,
+    ):
+        seen = json.loads((await ws.receive()).data)
+        answered_id = ws._response.headers.get("x-request-id")
     fields: dict[str, list[str]] = {}
     for name, value in seen["headers"]:
         fields.setdefault(name, []).append(value)
@@ -145,7 +152,9 @@ async def test_flags_steer_the_handshake(make_gateway: GatewayFactory) -> None:
     stable, beta = WebSocketOrigin("stable"), WebSocketOrigin("beta")
     async with origin_served(stable) as stable_url, origin_served(beta) as beta_url:
         routes = routes_for(stable_url, extra=f'  beta: {{url: "{beta_url}"}}\n{FLAGS}')
-        routes = routes.replace("    websocket:", "    when: [{flag: beta, equals: true, upstream: beta}]\n    websocket:")
+        routes = routes.replace(
+            "    websocket:", "    when: [{flag: beta, equals: true, upstream: beta}]\n    websocket:"
+        )
         async with session_through(make_gateway, routes) as (gateway, client):
             origins = []
             for user in ("u-1", "u-2"):
@@ -172,12 +181,12 @@ async def test_a_refused_or_unreachable_upstream_is_a_502_handshake(
 
 async def test_without_http_answers_a_failed_upstream_is_close_1014() -> None:
     """Servers without the websocket.http.response extension: the handshake completes, then closes with 1014."""
-    sent: list[dict] = []
+    sent: list[Message] = []
 
-    async def record(message: dict) -> None:
+    async def record(message: Message) -> None:
         sent.append(message)
 
-    async def nothing() -> dict:
+    async def nothing() -> Message:
         raise AssertionError("not read")
 
     scope = {"type": "websocket", "path": "/x", "headers": [], "extensions": {}}
@@ -227,10 +236,13 @@ async def test_an_idle_session_is_closed_on_both_sides(make_gateway: GatewayFact
 
 
 async def test_pings_are_answered(make_gateway: GatewayFactory, origin: WebSocketOrigin) -> None:
-    async with origin_served(origin) as url, session_through(make_gateway, routes_for(url)) as (gateway, client):
-        async with client.ws_connect(f"{gateway}/ws/echo", autoping=False) as ws:
-            await ws.ping(b"are you there")
-            pong = await ws.receive()
+    async with (
+        origin_served(origin) as url,
+        session_through(make_gateway, routes_for(url)) as (gateway, client),
+        client.ws_connect(f"{gateway}/ws/echo", autoping=False) as ws,
+    ):
+        await ws.ping(b"are you there")
+        pong = await ws.receive()
     assert (pong.type, pong.data) == (aiohttp.WSMsgType.PONG, b"are you there")
 
 
@@ -244,13 +256,13 @@ async def test_a_session_has_one_span_an_access_line_and_metrics(
     async with (
         origin_served(origin) as url,
         session_through(make_gateway, routes_for(url), app, tracer_provider=provider) as (gateway, client),
+        client.ws_connect(f"{gateway}/ws/seen", headers={"X-Request-ID": "ws-2"}) as ws,
     ):
-        async with client.ws_connect(f"{gateway}/ws/seen", headers={"X-Request-ID": "ws-2"}) as ws:
-            seen = json.loads((await ws.receive()).data)
-            await ws.send_str("héllo")
-            await ws.receive()
-            open_sessions = app[0].metrics.websocket_sessions._value.get()
-            await ws.close(code=4000, message=b"bye")
+        seen = json.loads((await ws.receive()).data)
+        await ws.send_str("héllo")
+        await ws.receive()
+        open_sessions = app[0].metrics.websocket_sessions._value.get()
+        await ws.close(code=4000, message=b"bye")
     metrics = app[0].metrics.exposition().decode()
     lines = [json.loads(text) for text in capfd.readouterr().out.splitlines() if '"WEBSOCKET"' in text]
     [server] = [span for span in exporter.get_finished_spans() if span.kind == SpanKind.SERVER]
@@ -259,7 +271,10 @@ async def test_a_session_has_one_span_an_access_line_and_metrics(
     assert server.name == "WEBSOCKET /ws/{rest}"
     assert traceparent.split("-")[1] == f"{server.context.trace_id:032x}"
     assert server.attributes is not None
-    assert (server.attributes["gateway.upstream"], server.attributes["gateway.websocket.close_code"]) == ("origin", 4000)
+    assert (server.attributes["gateway.upstream"], server.attributes["gateway.websocket.close_code"]) == (
+        "origin",
+        4000,
+    )
     assert {key: line[key] for key in ("route", "status", "close_code", "closed_by", "request_id", "upstream")} == {
         "route": "/ws/{rest}",
         "status": 101,
