@@ -11,6 +11,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import uvicorn
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -338,3 +339,29 @@ async def test_a_slow_reader_does_not_make_the_gateway_buffer(tmp_path: Path, or
     assert numbers == list(range(count))
     assert (message.data, message.extra) == (1000, "done")
     assert peak - baseline < 12 * 1024, f"gateway peak RSS grew by {(peak - baseline) / 1024:.1f} MiB"
+
+
+async def test_shutdown_of_an_in_process_server_closes_sessions_with_1001(
+    make_gateway: GatewayFactory, origin: WebSocketOrigin
+) -> None:
+    """uvicorn's Server told to exit, as its SIGTERM handler does: the session ends with 1001, not uvicorn's 1012."""
+    async with origin_served(origin) as url:
+        sock = bound_socket()
+        config = uvicorn.Config(
+            make_gateway(routes_for(url)),
+            lifespan="on",
+            log_level="warning",
+            ws=GracefulWebSocketProtocol,
+            timeout_graceful_shutdown=1,
+        )
+        server = uvicorn.Server(config)
+        serving = asyncio.create_task(server.serve(sockets=[sock]))  # the handshake waits in the socket's backlog
+        async with (
+            aiohttp.ClientSession() as client,
+            client.ws_connect(f"ws://127.0.0.1:{sock.getsockname()[1]}/ws/echo") as ws,
+        ):
+            server.should_exit = True
+            closing = await ws.receive()
+        await serving
+        sock.close()
+    assert (closing.type, closing.data) == (aiohttp.WSMsgType.CLOSE, 1001)
