@@ -210,6 +210,17 @@ class FanoutSpec(StrictModel):
         return calls
 
 
+# A message the server side reads whole before the gateway sees it; uvicorn's limit (ws_max_size).
+MAX_WEBSOCKET_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+class WebSocketSpec(StrictModel):
+    """WebSocket sessions proxied on a route (an upgrade request for its path)."""
+
+    idle_timeout: Seconds = 300  # no message either way for this long: both sides are closed (1001)
+    max_message_bytes: int = Field(default=1 << 20, gt=0, le=MAX_WEBSOCKET_MESSAGE_BYTES)  # larger: closed (1009)
+
+
 class WhenSpec(StrictModel):
     """Flag-steered routing: requests whose flag resolves to `equals` go to `upstream`."""
 
@@ -232,6 +243,7 @@ class RouteSpec(StrictModel):
     idempotent: tuple[Method, ...] = ()  # beside GET and HEAD: methods resent once after a dropped connection
     flags: tuple[str, ...] = ()  # resolved per request and forwarded upstream; `when:` flags count too
     when: tuple[WhenSpec, ...] = ()  # the first match wins; none matching: `upstream`
+    websocket: WebSocketSpec | None = WebSocketSpec()  # `false` (None): upgrades get 404; fan-out routes take none
 
     @model_validator(mode="before")
     @classmethod
@@ -240,6 +252,14 @@ class RouteSpec(StrictModel):
         if isinstance(data, dict) and "fanout" in data and "methods" not in data:
             return {**data, "methods": ["GET"]}
         return data
+
+    @field_validator("websocket", mode="before")
+    @classmethod
+    def _websocket_switch(cls, value: object) -> object:
+        """`true` is the defaults, `false` none; a mapping sets them."""
+        if value is True:
+            return {}
+        return None if value is False else value
 
     @field_validator("methods", mode="before")
     @classmethod
@@ -296,6 +316,11 @@ class RouteSpec(StrictModel):
         return self.name or self.path
 
     @property
+    def websocket_options(self) -> WebSocketSpec | None:
+        """The route's WebSocket settings, or None when it takes no sessions."""
+        return None if self.fanout is not None else self.websocket
+
+    @property
     def flag_keys(self) -> tuple[str, ...]:
         """Every flag this route resolves: its own list, then those its `when:` rules read."""
         return tuple(dict.fromkeys([*self.flags, *(rule.flag for rule in self.when)]))
@@ -340,6 +365,8 @@ def cross_reference_issues(file: RouteFile) -> list[tuple[Loc, str]]:
         if route.fanout is not None:
             if route.upstream is not None or route.rewrite is not None:
                 issues.append((loc, "has both a fanout and an upstream/rewrite; a route does one or the other"))
+            if "websocket" in route.model_fields_set and route.websocket is not None:
+                issues.append(((*loc, "websocket"), "a fan-out route has no upstream to take WebSocket sessions"))
             issues.extend(_fanout_issues(route, route.fanout, (*loc, "fanout"), file, known))
         elif route.upstream is None:
             issues.append((loc, "needs an upstream (or a fanout)"))

@@ -12,9 +12,10 @@ import uvicorn
 
 from config.errors import ConfigError
 from config.loader import load_route_file
-from config.routes import RouteFile
+from config.routes import MAX_WEBSOCKET_MESSAGE_BYTES, RouteFile
 from config.settings import ENV_PREFIX, PROMETHEUS_MULTIPROC_DIR, Settings, load_settings
 from gateway.logs import log_config
+from gateway.wsserver import GracefulWebSocketProtocol
 
 EXIT_INVALID = 1  # `gateway check`: the files are wrong
 EXIT_CONFIG = 2  # `gateway run`: cannot start with this configuration
@@ -143,7 +144,8 @@ def serve(settings: Settings) -> None:
         workers=settings.workers,
         loop="uvloop",
         http="httptools",
-        ws="none",
+        ws=GracefulWebSocketProtocol,
+        ws_max_size=MAX_WEBSOCKET_MESSAGE_BYTES,  # a route's max_message_bytes closes sessions below it
         lifespan="on",
         log_level=settings.log_level,
         log_config=log_config(settings.log_level),

@@ -24,6 +24,7 @@ from gateway.pool import SAFE_TO_RETRY
 from gateway.proxy import PathRewrite, ProxyHandler
 from gateway.templates import split_template
 from gateway.upstreams import Upstream
+from gateway.websocket import WebSocketProxy
 from middleware.cache import CacheMiddleware, CacheStore
 from middleware.conditional import ConditionalMiddleware
 from middleware.flags import FlagsMiddleware
@@ -49,27 +50,44 @@ class RouteDependencies:
 class Chain:
     app: ASGIApp
     caches: list[CacheMiddleware]  # closed with the routes that hold them
+    websocket: ASGIApp | None = None  # the route's WebSocket sessions: flags, then the proxy
 
 
 def build_chain(spec: RouteSpec, deps: RouteDependencies) -> Chain:
     caches: list[CacheMiddleware] = []
-    app: ASGIApp = fanout_handler(spec.fanout, deps, caches) if spec.fanout is not None else proxy_handler(spec, deps)
+    app: ASGIApp
+    websocket: ASGIApp | None = None
+    if spec.fanout is not None:
+        app = fanout_handler(spec.fanout, deps, caches)
+    else:
+        app = proxy = proxy_handler(spec, deps)
+        options = spec.websocket_options
+        if options is not None:
+            sessions = WebSocketProxy(
+                proxy, idle_timeout=options.idle_timeout, max_message_bytes=options.max_message_bytes
+            )
+            websocket = with_flags(sessions, spec, deps)
     etag = etag_options(spec, deps.etag_settings)
     if etag is not None:
         app = ConditionalMiddleware(app, **etag)
     if spec.cache is not None:
         app = cached(app, spec.cache, deps.store, caches, key_extras(spec.cache, spec.flag_keys))
-    if spec.flag_keys:
-        flags = deps.flag_settings
-        app = FlagsMiddleware(
-            app,
-            resolver=deps.resolver,
-            flags=route_flags(spec, deps.resolver),
-            user_header=flags.user_header,
-            org_header=flags.org_header,
-            forward_header=flags.forward_header,
-        )
-    return Chain(app, caches)
+    return Chain(with_flags(app, spec, deps), caches, websocket)
+
+
+def with_flags(app: ASGIApp, spec: RouteSpec, deps: RouteDependencies) -> ASGIApp:
+    """The route's flags resolved around `app`, when it has any."""
+    if not spec.flag_keys:
+        return app
+    flags = deps.flag_settings
+    return FlagsMiddleware(
+        app,
+        resolver=deps.resolver,
+        flags=route_flags(spec, deps.resolver),
+        user_header=flags.user_header,
+        org_header=flags.org_header,
+        forward_header=flags.forward_header,
+    )
 
 
 def cached(

@@ -23,6 +23,7 @@ from gateway.headers import Field
 from gateway.series import Count, CounterFamily, Series, Tally, Timing
 from gateway.target_metrics import TargetMetrics
 from gateway.upstreams import Body, Transport, UpstreamError, UpstreamResponse
+from gateway.websocket import SessionStats
 from middleware.types import Scope
 
 UNMATCHED = "(unmatched)"
@@ -67,6 +68,16 @@ class Metrics:
         )
         self.fanout_calls = series.counter(
             "gateway_fanout_calls", "Fan-out calls by outcome", ["route", "call", "outcome"]
+        )
+        self.websocket_sessions = Gauge(
+            "gateway_websocket_sessions", "Open WebSocket sessions", registry=registry, multiprocess_mode="livesum"
+        )
+        # counted when a session ends; direction: in (from the client) or out (to the client)
+        self.websocket_messages = series.counter(
+            "gateway_websocket_messages", "WebSocket messages relayed", ["route", "direction"]
+        )
+        self.websocket_bytes = series.counter(
+            "gateway_websocket_bytes", "WebSocket message bytes relayed", ["route", "direction"]
         )
         self.redis_errors = series.counter("gateway_redis_errors", "Failed Redis calls", ["component"])
         self.reloads = series.counter("gateway_config_reloads", "Route file reloads", ["result"])
@@ -117,6 +128,7 @@ class RequestMetrics:
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
         self.in_flight = metrics.in_flight_count
+        self.sessions = metrics.websocket_sessions
         self._requests: dict[tuple[str, str, int], tuple[Count, Timing]] = {}  # by route, method, status
         self._lookups = _Children(metrics.cache_lookups)  # by route, cache outcome
         self._fanout_calls = _Children(metrics.fanout_calls)  # by route, call, outcome
@@ -137,6 +149,16 @@ class RequestMetrics:
         if fanout:
             for call, outcome in fanout.items():
                 self._fanout_calls[route, call, outcome].inc()
+
+    def session_ended(self, scope: Scope, stats: SessionStats) -> None:
+        route = getattr(scope.get("route"), "name", None) or UNMATCHED
+        metrics = self.metrics
+        for direction, messages, size in (
+            ("in", stats.messages_in, stats.bytes_in),
+            ("out", stats.messages_out, stats.bytes_out),
+        ):
+            metrics.websocket_messages.labels(route, direction).inc(messages)
+            metrics.websocket_bytes.labels(route, direction).inc(size)
 
     def _request_children(self, route: str, method: str, status: int) -> tuple[Count, Timing]:
         """Kept by the request's own method and status, so a request finds them with one lookup; methods

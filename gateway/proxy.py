@@ -146,7 +146,7 @@ class ProxyHandler:
         self.retry_methods = retry_methods  # sent once more when the connection dropped before any answer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        upstream = self._steered(scope) if self.steering else self.upstream
+        upstream = self.steered(scope) if self.steering else self.upstream
         scope.setdefault("state", {})["upstream"] = upstream.name  # for spans and the access log
         headers: RawHeaders = scope["headers"]
         body: Body
@@ -190,7 +190,7 @@ class ProxyHandler:
         finally:
             await response.close()
 
-    def _steered(self, scope: Scope) -> Upstream:
+    def steered(self, scope: Scope) -> Upstream:
         resolutions = flag_resolutions(scope)
         for key, equals, target in self.steering:
             resolution = resolutions.get(key)

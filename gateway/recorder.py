@@ -1,4 +1,5 @@
-"""Request id, metrics and the access line for every request, in one layer with one `send` wrapper.
+"""Request id, metrics and the access line for every request (and WebSocket session), in one layer with one
+`send` wrapper.
 
 The library's RequestIdMiddleware and AccessLogMiddleware do the same things one concern per layer; stacked
 with a metrics layer they cost three wrappers and three closures a request, about a fifth of a proxied
@@ -11,6 +12,7 @@ import time
 from collections.abc import Callable
 
 from gateway.metrics import RequestMetrics
+from gateway.websocket import STATE_SESSION, SessionStats, session_line
 from middleware.access_log import AccessLogFormat, access_line
 from middleware.request_id import take_request_id
 from middleware.types import ASGIApp, Message, Receive, Scope, Send
@@ -37,7 +39,10 @@ class RequestRecorder:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
+            if scope["type"] == "websocket":
+                await self._session(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
             return
         started = time.perf_counter()
         header = self.header
@@ -65,3 +70,27 @@ class RequestRecorder:
             self.metrics.record(scope, status, duration)
             if self.write_line is not None:
                 self.write_line(access_line(scope, status, sent, duration, self.log_format, traced=self.traced))
+
+    async def _session(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A WebSocket session: its id on the handshake's answer, counted while open, one line when it ends."""
+        started = time.perf_counter()
+        header = self.header
+        request_id = take_request_id(scope, header)
+        stats = scope["state"][STATE_SESSION] = SessionStats()
+
+        async def identified_send(message: Message) -> None:
+            kind = message["type"]
+            if kind == "websocket.accept" or kind == "websocket.http.response.start":
+                message["headers"] = [*message.get("headers", ()), (header, request_id)]
+                stats.status = message.get("status", 101)
+            await send(message)
+
+        self.metrics.sessions.inc()
+        try:
+            await self.app(scope, receive, identified_send)
+        finally:
+            self.metrics.sessions.dec()
+            self.metrics.session_ended(scope, stats)
+            if self.write_line is not None:
+                duration = time.perf_counter() - started
+                self.write_line(session_line(scope, stats, duration, self.log_format, traced=self.traced))

@@ -21,6 +21,7 @@ from starlette.routing import BaseRoute, compile_path
 
 from config.routes import RouteFile, RouteSpec, route_shape
 from gateway.chains import RouteDependencies, build_chain
+from gateway.websocket import refuse
 from middleware.cache import CacheMiddleware
 from middleware.problem import problem_response
 from middleware.types import ASGIApp, Receive, Scope, Send
@@ -42,6 +43,7 @@ class CompiledRoute:
     regex: re.Pattern[str]
     convertors: dict[str, Convertor[Any]]
     app: ASGIApp
+    websocket: ASGIApp | None = None  # None: the route takes no WebSocket sessions
 
 
 def compile_routes(file: RouteFile, deps: RouteDependencies) -> tuple[list[CompiledRoute], list[CacheMiddleware]]:
@@ -64,6 +66,7 @@ def compile_routes(file: RouteFile, deps: RouteDependencies) -> tuple[list[Compi
                 regex=regex,
                 convertors=convertors,
                 app=chain.app,
+                websocket=chain.websocket,
             )
         )
         caches += chain.caches
@@ -88,6 +91,9 @@ class GatewayRouter:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         if scope["type"] != "http" or path.startswith(self._own_paths):
+            if scope["type"] == "websocket" and not path.startswith(self._own_paths):
+                await self._websocket(scope, receive, send)
+                return
             await self.own(scope, receive, send)
             return
         if escapes_its_route(scope):
@@ -123,6 +129,27 @@ class GatewayRouter:
         else:
             response = problem_response(404, f"No route for {method} {path}.")
         await response(scope, receive, send)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A WebSocket handshake goes to the first route whose host and path match and that takes sessions."""
+        if escapes_its_route(scope):
+            await refuse(scope, receive, send, 400, "The path holds dot-segments or encoded slashes.")
+            return
+        path: str = scope["path"]
+        host = _request_host(scope) if self._by_host else b""
+        for route in self.routes:
+            if route.websocket is None or (route.host is not None and route.host != host):
+                continue
+            match = route.regex.match(path)
+            if match is None:
+                continue
+            scope["route"] = route
+            scope["path_params"] = {
+                name: route.convertors[name].convert(value) for name, value in match.groupdict().items()
+            }
+            await route.websocket(scope, receive, send)
+            return
+        await refuse(scope, receive, send, 404, f"No WebSocket route for {path}.")
 
 
 def _exact_paths(routes: Sequence[CompiledRoute]) -> dict[str, CompiledRoute]:

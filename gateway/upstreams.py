@@ -215,6 +215,26 @@ class AiohttpTransport:
             raise _from_aiohttp(exc) from exc
         return _AiohttpResponse(response)
 
+    async def websocket(
+        self, url: str, headers: list[Field], *, protocols: Sequence[str], max_message_bytes: int
+    ) -> aiohttp.ClientWebSocketResponse:
+        """A WebSocket handshake on this pool's session, timed like a request; a refused one is a bad response."""
+        if self._session is None:
+            raise RuntimeError("transport used before start(): run the app's lifespan")
+        try:
+            return await self._session.ws_connect(
+                URL(url, encoded=True),
+                headers=headers,
+                protocols=protocols,
+                max_msg_size=max_message_bytes + 1,  # aiohttp's bound is exclusive
+                autoping=True,
+                compress=0,
+            )
+        except aiohttp.WSServerHandshakeError as exc:
+            raise UpstreamBadResponse(f"handshake answered with {exc.status} {exc.message}") from exc
+        except _AIOHTTP_FAILURES as exc:
+            raise _from_aiohttp(exc) from exc
+
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()

@@ -6,7 +6,7 @@ import re
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Literal
+from typing import Any, Literal
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -23,12 +23,14 @@ def bound_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
 
 
 @asynccontextmanager
-async def serve(app: ASGIApp, *, lifespan: Literal["on", "off"] = "off", port: int = 0) -> AsyncIterator[str]:
+async def serve(
+    app: ASGIApp, *, lifespan: Literal["on", "off"] = "off", port: int = 0, ws: Any = "none"
+) -> AsyncIterator[str]:
     """Serve `app` with uvicorn on 127.0.0.1 (on `port`, or a free one) and yield its base URL; stops the
-    server on exit."""
+    server on exit. `ws` is uvicorn's WebSocket protocol: none, or an implementation's name or class."""
     sock = bound_socket(port=port)
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, lifespan=lifespan, log_level="warning", ws="none", access_log=False)
+    config = uvicorn.Config(app, lifespan=lifespan, log_level="warning", ws=ws, access_log=False)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:

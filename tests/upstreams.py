@@ -4,7 +4,10 @@ import asyncio
 import hashlib
 import json
 
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 
 async def echo(scope: Scope, receive: Receive, send: Send) -> None:
@@ -212,3 +215,70 @@ class Origin:
         await send({"type": "http.response.body", "body": b"data: one\n\n", "more_body": True})
         await self.release.wait()
         await send({"type": "http.response.body", "body": b"data: two\n\n"})
+
+
+class WebSocketOrigin:
+    """A WebSocket upstream (Starlette) that reports what it saw.
+
+    /echo             answers each message with itself; the text "close CODE REASON" makes it close so
+    /seen             first sends, as JSON, the handshake it received (path, query, headers, offered protocols)
+    /refuse           refuses the handshake
+    /flood/N/SIZE     sends N binary messages of SIZE bytes, each starting with its number, then closes
+    It picks the protocol `chat.v2` when offered, and puts how each session ended in `ended`.
+    """
+
+    def __init__(self, name: str = "origin") -> None:
+        self.name = name
+        self.ended: asyncio.Queue[tuple[int, str]] = asyncio.Queue()
+        self.app = Starlette(
+            routes=[
+                WebSocketRoute("/echo", self._echo),
+                WebSocketRoute("/seen", self._echo),
+                WebSocketRoute("/refuse", self._refuse),
+                WebSocketRoute("/flood/{count:int}/{size:int}", self._flood),
+            ]
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+    async def _echo(self, websocket: WebSocket) -> None:
+        offered = websocket.scope["subprotocols"]
+        await websocket.accept(subprotocol="chat.v2" if "chat.v2" in offered else None)
+        if websocket.url.path == "/seen":
+            seen = {
+                "origin": self.name,
+                "path": websocket.url.path,
+                "query": websocket.url.query,
+                "headers": [
+                    [name.decode("latin-1"), value.decode("latin-1")] for name, value in websocket.scope["headers"]
+                ],
+                "subprotocols": offered,
+            }
+            await websocket.send_text(json.dumps(seen))
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                self.ended.put_nowait((message.get("code", 1005), message.get("reason") or ""))
+                return
+            text = message.get("text")
+            if text is not None and text.startswith("close "):
+                _, code, reason = text.split(" ", 2)
+                await websocket.close(int(code), reason)
+                self.ended.put_nowait((int(code), reason))
+                return
+            if text is not None:
+                await websocket.send_text(text)
+            else:
+                await websocket.send_bytes(message["bytes"])
+
+    async def _refuse(self, websocket: WebSocket) -> None:
+        await websocket.close()
+
+    async def _flood(self, websocket: WebSocket) -> None:
+        await websocket.accept()
+        count, size = websocket.path_params["count"], websocket.path_params["size"]
+        block = b"x" * size
+        for number in range(count):
+            await websocket.send_bytes(number.to_bytes(8, "big") + block[8:])
+        await websocket.close(1000, "done")

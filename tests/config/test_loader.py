@@ -276,3 +276,33 @@ routes:
 )
 def test_flag_mistakes(tmp_path: Path, text: str, expected: list[str]) -> None:
     assert issues_of(tmp_path, text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            FANOUT.replace("    fanout:", "    websocket: {idle_timeout: 60}\n    fanout:"),
+            [":5: routes[0].websocket: a fan-out route has no upstream to take WebSocket sessions"],
+        ),
+        (
+            VALID.replace("    rewrite: /users/{id}", "    websocket: {max_message_bytes: 16777217}"),
+            [":8: routes[0].websocket.max_message_bytes: Input should be less than or equal to 16777216"],
+        ),
+        (
+            VALID.replace("    rewrite: /users/{id}", "    websocket: {idle: 5}"),
+            [":8: routes[0].websocket.idle: unknown key"],
+        ),
+    ],
+    ids=["fanout", "message-over-the-server-limit", "unknown-key"],
+)
+def test_websocket_mistakes(tmp_path: Path, text: str, expected: list[str]) -> None:
+    assert issues_of(tmp_path, text) == expected
+
+
+def test_websocket_options_default_on_and_opt_out(tmp_path: Path) -> None:
+    routes = load(tmp_path, VALID.replace("    rewrite: /users/{id}", "    websocket: false")).routes
+    fanout = load(tmp_path, FANOUT).routes[0]
+    assert routes[0].websocket_options is None
+    assert (routes[1].websocket_options and routes[1].websocket_options.idle_timeout) == 300
+    assert fanout.websocket_options is None

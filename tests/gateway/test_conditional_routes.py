@@ -28,6 +28,7 @@ routes:
     upstream: origin
     rewrite: /items/{id}
     etag: false
+  - {path: /cached-stream, upstream: origin, rewrite: /stream, etag: {}, cache: {ttl: 30}}
 """
 NOT_MODIFIED_ALLOWED = {"etag", "cache-control", "content-location", "date", "expires", "vary", "last-modified"}
 
@@ -112,13 +113,15 @@ async def test_etag_false_leaves_the_route_without_a_conditional_layer(
 
 
 @pytest.mark.integration
-async def test_streaming_answers_are_not_buffered(make_gateway: GatewayFactory, origin: Origin) -> None:
+@pytest.mark.parametrize("path", ["/stream", "/cached-stream"], ids=["etag", "etag-and-cache"])
+async def test_streaming_answers_are_not_buffered(make_gateway: GatewayFactory, origin: Origin, path: str) -> None:
+    """The first event arrives while the stream is still open, also through a route's cache."""
     async with serve(origin) as url:
         routes = ROUTES.replace("http://origin.internal", url)
         async with (
             serve(make_gateway(routes), lifespan="on") as gateway,
             httpx.AsyncClient(base_url=gateway) as client,
-            client.stream("GET", "/stream") as response,
+            client.stream("GET", path) as response,
         ):
             chunks = response.aiter_raw()
             async with asyncio.timeout(5):
