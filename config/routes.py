@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
+from config.edge import AuthSpec, CorsSpec, RateLimitSpec, rate_limit_key_issue
 from flags.definitions import FlagDefinitions
 from flags.model import FlagKind
 
@@ -211,6 +212,9 @@ class RouteSpec(StrictModel):
     idempotent: tuple[Method, ...] = ()  # beside GET and HEAD: methods resent once after a dropped connection
     flags: tuple[str, ...] = ()  # resolved per request and forwarded upstream; `when:` flags count too
     when: tuple[WhenSpec, ...] = ()  # the first match wins; none matching: `upstream`
+    auth: AuthSpec | None = None  # who may call (config/edge.py)
+    rate_limit: RateLimitSpec | None = None
+    cors: CorsSpec | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -325,6 +329,8 @@ def cross_reference_issues(file: RouteFile) -> list[tuple[Loc, str]]:
         elif route.upstream not in file.upstreams:
             issues.append(((*loc, "upstream"), f"unknown upstream '{route.upstream}' (known: {known})"))
         issues.extend(_flag_issues(route, loc, file, known))
+        if (edge_issue := rate_limit_key_issue(route.auth, route.rate_limit)) is not None:
+            issues.append(((*loc, "rate_limit", "key"), edge_issue))
         if route.rewrite is not None:
             params = {name for name, _ in template_params(route.path)}
             for name, _ in template_params(route.rewrite):

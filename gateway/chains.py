@@ -1,6 +1,8 @@
 """A route spec becomes its chain once, at start-up: only what its config asks for, in DESIGN.md's order.
 
-    flags -> cache -> conditional (ETag, 304, 412) -> proxy | fan-out
+    cors -> auth -> rate limit -> flags -> cache -> conditional (ETag, 304, 412) -> proxy | fan-out
+
+The edge policies (cors, auth, rate limit) are outermost; gateway/edge.py says why in that order.
 
 ETags are generated inside the cache, so an entry stores its tag and is not hashed again on every hit, and a
 revalidation of a generated tag comes back as a 304 that refreshes the entry. The cache answers conditional
@@ -10,13 +12,14 @@ without the upstream being asked and without a second conditional layer around t
 
 import asyncio
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from config.routes import PARAM, CacheSpec, EtagSpec, FanoutSpec, RouteSpec
 from config.settings import EtagSettings, FlagSettings
 from flags.resolver import Resolver
 from gateway.caching import KeyExtras, cache_options, key_extras
+from gateway.edge import EdgeResources, with_edge
 from gateway.fanout import FanoutCall, FanoutHandler
 from gateway.flagwiring import route_flags
 from gateway.headers import HeaderRules
@@ -42,6 +45,7 @@ class RouteDependencies:
     fanout_limit: asyncio.Semaphore
     fanout_forwarded: frozenset[bytes]  # client headers every fan-out call carries: trace context, request id, flags
     request_id_header: str  # set on every answer by the gateway itself, so dropped from upstream answers
+    edge: EdgeResources = field(default_factory=EdgeResources)  # for auth, rate limits and CORS
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +72,7 @@ def build_chain(spec: RouteSpec, deps: RouteDependencies) -> Chain:
             org_header=flags.org_header,
             forward_header=flags.forward_header,
         )
-    return Chain(app, caches)
+    return Chain(with_edge(app, spec, deps.edge), caches)
 
 
 def cached(
