@@ -41,7 +41,7 @@ class JwtSpec(_Strict):
     user_claim: str = "sub"
     org_claim: str | None = None
     jwks_max_age: float = Field(default=300, gt=0)  # seconds the key set is kept before it is fetched again
-    jwks_min_refresh: float = Field(default=30, ge=0)  # at most one early fetch (unknown kid) this often
+    jwks_min_refresh: float = Field(default=10, ge=0)  # at most one early fetch (unknown kid) this often
 
     @field_validator("jwks_url")
     @classmethod

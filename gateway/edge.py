@@ -18,12 +18,12 @@ from redis.asyncio import Redis
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
+from starlette.middleware.cors import CORSMiddleware
 
 from config.edge import AuthSpec, CorsSpec, JwtSpec, RateLimitSpec
 from config.routes import RouteSpec
 from config.settings import Settings
 from middleware.auth import APIKeyVerifier, AuthMiddleware, Identity, JWKSCache, JWTVerifier, Verifier, identity_of
-from middleware.cors import CORSMiddleware
 from middleware.problem import problem_response
 from middleware.ratelimit import (
     KeyFunction,

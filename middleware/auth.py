@@ -91,7 +91,7 @@ class JWKSCache:
         url: str,
         *,
         max_age: float = 300.0,
-        min_refresh: float = 30.0,
+        min_refresh: float = 10.0,
         timeout: float = 5.0,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -106,9 +106,7 @@ class JWKSCache:
 
     async def key(self, kid: str | None) -> jwt.PyJWK | None:
         now = self.clock()
-        if self._fetched_at is None or now - self._fetched_at >= self.max_age:
-            await self._refresh(now)
-        elif kid not in self._keys:
+        if kid not in self._keys or self._fetched_at is None or now - self._fetched_at >= self.max_age:
             await self._refresh(now)
         return self._keys.get(kid)
 
@@ -199,7 +197,7 @@ class JWTVerifier:
             claims: dict[str, Any] = jwt.decode(
                 token,
                 key,
-                algorithms=[key.algorithm_name],
+                algorithms=self.algorithms,
                 issuer=self.issuer,
                 audience=self.audience,
                 leeway=self.leeway,

@@ -9,7 +9,8 @@ problem+json with Retry-After as well.
 
 The Redis limiter runs one Lua script per request (one EVALSHA round trip) on one key, `{prefix}{{client}}`:
 the client key is the hash tag, so a Redis Cluster spreads clients over slots and keeps each client's keys
-on one (give each limit its own prefix). When Redis cannot answer, the request is let through (fail open) and `on_error` is told.
+on one (give each limit its own prefix). When Redis cannot answer, the request is let through (fail open)
+and `on_error` is told.
 """
 
 import hashlib

@@ -1,6 +1,7 @@
 """RateLimitMiddleware on a plain Starlette app: GCRA in memory and in a real Redis, and a Redis that is down."""
 
 import tempfile
+from typing import Any
 
 import httpx
 import pytest
@@ -32,7 +33,7 @@ async def hello(request: Request) -> PlainTextResponse:
     return PlainTextResponse("hello")
 
 
-def limited_app(**kwargs: object) -> Starlette:
+def limited_app(**kwargs: Any) -> Starlette:
     return Starlette(routes=[Route("/", hello)], middleware=[Middleware(RateLimitMiddleware, **kwargs)])
 
 
@@ -52,9 +53,7 @@ async def get_many(app: Starlette, count: int, **kwargs: object) -> list[httpx.R
     ],
     ids=["burst-spent", "refills-by-interval", "burst-of-one", "burst-below-requests"],
 )
-async def test_memory_limiter_follows_gcra(
-    quota: Quota, steps: list[float], expected: list[tuple[bool, int]]
-) -> None:
+async def test_memory_limiter_follows_gcra(quota: Quota, steps: list[float], expected: list[tuple[bool, int]]) -> None:
     clock = Clock()
     limiter = MemoryLimiter(quota, clock=clock)
     seen = []
@@ -98,7 +97,12 @@ async def test_memory_limiter_forgets_the_least_recent_key_past_its_bound() -> N
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"requests": 0, "per": 1}, {"requests": 1, "per": 0}, {"requests": 1, "per": 1, "burst": 0}, {"requests": 1.5, "per": 1}],
+    [
+        {"requests": 0, "per": 1},
+        {"requests": 1, "per": 0},
+        {"requests": 1, "per": 1, "burst": 0},
+        {"requests": 1.5, "per": 1},
+    ],
 )
 def test_quota_refuses_what_cannot_limit(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="must be"):
@@ -118,9 +122,7 @@ async def test_redis_limits_are_shared_by_replicas(redis_client: redis.asyncio.R
     assert 0 < await redis_client.pttl(keys[0]) <= 60_000
 
 
-async def test_redis_keys_keep_braces_out_of_the_hash_tag(
-    redis_client: redis.asyncio.Redis, redis_prefix: str
-) -> None:
+async def test_redis_keys_keep_braces_out_of_the_hash_tag(redis_client: redis.asyncio.Redis, redis_prefix: str) -> None:
     limiter = RedisLimiter(Quota(1, 60), client=redis_client, prefix=redis_prefix, clock=Clock())
     await limiter.hit("user:{a}%")
     assert [key async for key in redis_client.scan_iter(match=f"{redis_prefix}*")] == [
