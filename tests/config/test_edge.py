@@ -47,12 +47,16 @@ def test_edge_policies_load(tmp_path: Path) -> None:
 """
     )
     [route] = load_route_file(path, environ={}).routes
-    assert route.auth is not None and route.auth.jwt is not None and route.auth.api_key is not None
+    assert route.auth is not None
+    assert route.auth.jwt is not None
+    assert route.auth.api_key is not None
     assert (route.auth.jwt.algorithms, route.auth.jwt.audience) == (("RS256",), ("a", "b"))
     [entry] = route.auth.api_key.keys
     assert (entry.sha256, entry.user, entry.org, entry.scopes) == (DIGEST, "svc-1", "acme", ("a", "b"))
-    assert route.rate_limit is not None and route.rate_limit.key == "header:X-Tenant"
-    assert route.cors is not None and route.cors.allow_methods is None
+    assert route.rate_limit is not None
+    assert route.rate_limit.key == "header:X-Tenant"
+    assert route.cors is not None
+    assert route.cors.allow_methods is None
 
 
 JWT = '      jwt: {jwks_url: "https://issuer.test/jwks", issuer: i, audience: a, algorithms: [ALG]}\n'
@@ -77,7 +81,7 @@ JWT = '      jwt: {jwks_url: "https://issuer.test/jwks", issuer: i, audience: a,
         (
             "    auth:\n      api_key: {keys_file: keys.txt}\n",
             f"{DIGEST} svc-1\nsecret-key svc-2\n",
-            f":7: routes[0].auth.api_key: {{KEYS}}:2: sha256: must be the 64 hex digits of the key's SHA-256, "
+            ":7: routes[0].auth.api_key: {KEYS}:2: sha256: must be the 64 hex digits of the key's SHA-256, "
             "never the key itself",
         ),
         (
