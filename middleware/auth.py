@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeGuard
@@ -39,6 +40,7 @@ logger = logging.getLogger("gateway.auth")
 
 STATE_IDENTITY = "identity"
 # Symmetric algorithms verify with a shared secret, which a public key set cannot hold; `none` verifies nothing.
+_REMEMBERED_TOKENS = 10_000
 ASYMMETRIC_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 )
@@ -154,6 +156,8 @@ class JWTVerifier:
         leeway: float = 0.0,
         user_claim: str = "sub",
         org_claim: str | None = None,
+        remember: float = 60.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         refused = set(algorithms) - ASYMMETRIC_ALGORITHMS
         if refused or not algorithms:
@@ -162,6 +166,10 @@ class JWTVerifier:
         self.audience = audience if isinstance(audience, str) else list(audience)
         self.user_claim, self.org_claim = user_claim, org_claim
         self._required = ["exp", "iss", "aud", user_claim]
+        # Clients send the same token for many requests: its verified identity is kept until it expires (or for
+        # `remember` seconds, so a key withdrawn from the set stops counting soon), a signature check saved.
+        self.remember, self.clock = remember, clock
+        self._verified: OrderedDict[str, tuple[Identity, float]] = OrderedDict()
 
     async def verify(self, headers: RawHeaders) -> Identity | None:
         authorization = _header(headers, b"authorization")
@@ -173,6 +181,16 @@ class JWTVerifier:
         token = token.strip()
         if not token:
             raise Unauthorized("The Bearer token is empty.", "invalid_request")
+        known = self._verified.get(token)
+        if known is not None and self.clock() < known[1]:
+            return known[0]
+        identity, expires = await self._verify(token)
+        self._verified[token] = (identity, min(expires + self.leeway, self.clock() + self.remember))
+        if len(self._verified) > _REMEMBERED_TOKENS:
+            self._verified.popitem(last=False)
+        return identity
+
+    async def _verify(self, token: str) -> tuple[Identity, float]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.DecodeError as exc:
@@ -190,7 +208,7 @@ class JWTVerifier:
         if not _header_safe(user):
             raise Unauthorized(f"The token's {self.user_claim!r} claim is not a non-empty single-line string.")
         org = claims.get(self.org_claim) if self.org_claim is not None else None
-        return Identity(user, org if _header_safe(org) else None, _scopes(claims), "jwt")
+        return Identity(user, org if _header_safe(org) else None, _scopes(claims), "jwt"), float(claims["exp"])
 
     def _decode(self, token: str, key: jwt.PyJWK) -> dict[str, Any]:
         try:  # PyJWT verifies with the key's own algorithm and refuses a token naming another

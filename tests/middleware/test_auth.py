@@ -204,12 +204,25 @@ async def test_the_key_set_is_fetched_again_once_old_and_kept_when_that_fails(
     fetches = issuer.fetches
     issuer.failing = True
     clock.now += 301
-    assert (await call(app, issuer.token("rsa-1"))).status_code == 200  # old keys kept
+    assert (await call(app, issuer.token("rsa-1", jti="2"))).status_code == 200  # old keys kept
     assert issuer.fetches == fetches + 1
     issuer.failing = False
     clock.now += 31  # still old: the next request tries again once the refresh interval has passed
-    assert (await call(app, issuer.token("rsa-1"))).status_code == 200
+    assert (await call(app, issuer.token("rsa-1", jti="3"))).status_code == 200
     assert issuer.fetches == fetches + 2
+
+
+async def test_a_verified_token_is_remembered_for_a_while(issuer: Issuer, jwks: JWKSCache, clock: Clock) -> None:
+    verifier_clock = Clock()
+    verifier_clock.now = time.time()
+    app = app_with(jwt_verifier(jwks, remember=60, clock=verifier_clock))
+    token = issuer.token("rsa-1")
+    assert (await call(app, token)).status_code == 200
+    issuer.published = ["ec-1"]  # the key is withdrawn
+    clock.now += 301
+    assert (await call(app, token)).status_code == 200  # remembered: no signature check, no key needed
+    verifier_clock.now += 61
+    assert (await call(app, token)).status_code == 401
 
 
 async def test_a_lone_key_verifies_tokens_without_kid(issuer: Issuer, jwks: JWKSCache) -> None:
