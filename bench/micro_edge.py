@@ -22,6 +22,7 @@ import redis
 from cryptography.hazmat.primitives.asymmetric import ec
 from harness import free_port
 from jwt.algorithms import ECAlgorithm
+from starlette.types import Message, Scope
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
@@ -58,16 +59,16 @@ routes:
 
 
 async def cpu_per_request(app: Gateway, path: str, headers: list[tuple[bytes, bytes]], count: int) -> float:
-    async def receive() -> dict[str, object]:
+    async def receive() -> Message:
         return {"type": "http.request", "body": b"", "more_body": False}
 
     statuses: list[int] = []
 
-    async def send(message: dict[str, object]) -> None:
+    async def send(message: Message) -> None:
         if message["type"] == "http.response.start":
-            statuses.append(int(message["status"]))  # type: ignore[call-overload]
+            statuses.append(message["status"])
 
-    def scope() -> dict[str, object]:
+    def scope() -> Scope:
         return {
             "type": "http",
             "asgi": {"version": "3.0"},

@@ -16,6 +16,7 @@ from tests.upstreams import Origin, echo
 pytestmark = pytest.mark.anyio
 
 KEY = "k-live-0123456789"
+OTHER_KEY = "k-live-other"
 
 ROUTES = f"""
 upstreams:
@@ -45,6 +46,13 @@ routes:
     upstream: users
     flags: [new-profile]
     rate_limit: {{requests: 1, per: 60}}
+  - path: /keyed/items/{{id}}
+    methods: [GET]
+    upstream: origin
+    rewrite: /items/{{id}}
+    auth:
+      api_key: {{keys_file: keys.txt}}
+    cache: {{ttl: 60}}
   - path: /items/{{id}}
     methods: [GET]
     upstream: origin
@@ -66,7 +74,8 @@ def issuer() -> Issuer:
 
 @pytest.fixture
 def keys_file(tmp_path: Path) -> None:
-    (tmp_path / "keys.txt").write_text(f"# billing\n{api_key_digest(KEY)} svc-billing org=acme\n")
+    keys = f"# billing\n{api_key_digest(KEY)} svc-billing org=acme\n{api_key_digest(OTHER_KEY)} svc-other\n"
+    (tmp_path / "keys.txt").write_text(keys)
 
 
 def routes_with(jwks_url: str) -> str:
@@ -169,3 +178,15 @@ async def test_preflights_never_reach_the_upstream_and_cached_answers_vary_by_or
     assert second.headers["cache-status"].startswith("gateway; hit")
     assert "Origin" in [token.strip() for token in second.headers["vary"].split(",")]
     assert (plain_options.status_code, plain_options.headers["allow"]) == (405, "GET, HEAD")
+
+
+async def test_answers_to_api_key_callers_stay_out_of_the_shared_cache(
+    make_gateway: GatewayFactory, keys_file: None
+) -> None:
+    origin = Origin()
+    app = make_gateway(routes_with("http://127.0.0.1:9/jwks"), upstreams={"origin": origin})
+    async with client_for(app) as client:
+        for key in (KEY, OTHER_KEY):
+            response = await client.get("/keyed/items/1", headers={"X-API-Key": key})
+            assert response.status_code == 200
+    assert origin.hits == {"GET /items/1": 2}
