@@ -39,7 +39,7 @@ def load_route_file(path: Path, environ: Mapping[str, str] | None = None) -> Rou
     if root is None or not isinstance(data, dict):
         raise ConfigError([*issues, ConfigIssue(source, 1, "", "must be a mapping with 'upstreams' and 'routes'")])
     try:
-        routes = RouteFile.model_validate(data)
+        routes = RouteFile.model_validate(data, context={"base_dir": path.parent})  # files it names are beside it
     except ValidationError as exc:
         issues += [
             ConfigIssue(source, line_of(root, error["loc"]), field_path(error["loc"]), error_message(error))

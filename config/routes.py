@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
+from config.edge import AuthSpec, CorsSpec, RateLimitSpec, rate_limit_key_issue
 from config.pools import Balance, HealthCheckSpec, OriginUrl, OutlierSpec, RetrySpec, TargetSpec
 from flags.definitions import FlagDefinitions
 from flags.model import FlagKind
@@ -244,6 +245,9 @@ class RouteSpec(StrictModel):
     flags: tuple[str, ...] = ()  # resolved per request and forwarded upstream; `when:` flags count too
     when: tuple[WhenSpec, ...] = ()  # the first match wins; none matching: `upstream`
     websocket: WebSocketSpec | None = WebSocketSpec()  # `false` (None): upgrades get 404; fan-out routes take none
+    auth: AuthSpec | None = None  # who may call (config/edge.py)
+    rate_limit: RateLimitSpec | None = None
+    cors: CorsSpec | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -373,6 +377,8 @@ def cross_reference_issues(file: RouteFile) -> list[tuple[Loc, str]]:
         elif route.upstream not in file.upstreams:
             issues.append(((*loc, "upstream"), f"unknown upstream '{route.upstream}' (known: {known})"))
         issues.extend(_flag_issues(route, loc, file, known))
+        if (edge_issue := rate_limit_key_issue(route.auth, route.rate_limit)) is not None:
+            issues.append(((*loc, "rate_limit", "key"), edge_issue))
         if route.rewrite is not None:
             params = {name for name, _ in template_params(route.path)}
             for name, _ in template_params(route.rewrite):

@@ -80,6 +80,14 @@ class FlagSettings(BaseModel):
     redis_prefix: str = "flags:"  # live definitions in Redis, when GATEWAY_REDIS_URL is set
 
 
+class RateLimitSettings(BaseModel):
+    """Where routes' `rate_limit:` counts live: this process's memory, or Redis when GATEWAY_REDIS_URL is set."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    redis_prefix: str = Field(default="ratelimit:", pattern=r"^[^{}]*$")  # the client key after it is the hash tag
+
+
 class Settings(BaseSettings):
     """Settings of one gateway process; routes, upstreams and flags come from the file at `routes_file`."""
 
@@ -111,9 +119,12 @@ class Settings(BaseSettings):
     flags: FlagSettings = FlagSettings()
     etag: EtagSettings = EtagSettings()
     cache: CacheSettings = CacheSettings()
+    rate_limit: RateLimitSettings = RateLimitSettings()
     otel: OtelSettings = OtelSettings()
     shutdown_grace: int = Field(default=30, ge=1)  # seconds requests in flight may take to finish after SIGTERM
-    forwarded_allow_ips: str = "127.0.0.1"  # peers whose X-Forwarded-* uvicorn trusts for the client address
+    # Peers whose X-Forwarded-* set the client address, and the only peers whose identity headers (flags'
+    # user/org headers) count on routes without `auth:`; from any other peer those headers are dropped.
+    forwarded_allow_ips: str = "127.0.0.1"
 
     @field_validator("admin_prefix")
     @classmethod

@@ -150,8 +150,7 @@ def serve(settings: Settings) -> None:
         log_level=settings.log_level,
         log_config=log_config(settings.log_level),
         access_log=False,  # the gateway writes its own, with route, upstream and trace ids
-        proxy_headers=True,
-        forwarded_allow_ips=settings.forwarded_allow_ips,
+        proxy_headers=False,  # the app applies X-Forwarded-* itself, after checking the peer (gateway/app.py)
         server_header=False,
         date_header=False,  # the gateway keeps the upstream's Date and adds one only where it is missing
         timeout_graceful_shutdown=settings.shutdown_grace,

@@ -27,6 +27,7 @@ import anyio
 import redis.asyncio
 from opentelemetry.sdk.trace import TracerProvider
 from starlette.routing import BaseRoute, Route
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from config.errors import ConfigError, ConfigIssue
 from config.loader import load_route_file
@@ -36,6 +37,7 @@ from flags.resolver import Resolver
 from gateway.admin import Admin, PurgeFailed
 from gateway.caching import build_store
 from gateway.chains import RouteDependencies
+from gateway.edge import EdgeResources
 from gateway.flagwiring import build_flags, flag_span_event
 from gateway.health import Health
 from gateway.logs import AccessLines
@@ -46,6 +48,7 @@ from gateway.routing import GatewayRouter, compile_routes, own_app
 from gateway.telemetry import TracedTransport, build_tracer_provider, server_span_attributes
 from gateway.upstreams import AiohttpTransport, HttpxTransport, Timeouts, Transport, Upstream
 from middleware.cache import CacheMiddleware, StoreUnavailable
+from middleware.peers import TrustedPeerHeaders
 from middleware.tracing import PROPAGATION_FIELDS, tracing_middleware
 from middleware.types import ASGIApp, Receive, Scope, Send
 
@@ -111,6 +114,7 @@ class Gateway:
             live = self.flags.live
             live.subscribe(lambda: self.metrics.redis_failed("flags") if live.error is not None else None)
         self.store = build_store(settings, on_redis_error=lambda _: self.metrics.redis_failed("cache"))
+        self.edge = EdgeResources.from_settings(settings, lambda _: self.metrics.redis_failed("ratelimit"))
         self.last_reload_error: str | None = None
         self._reloading = asyncio.Lock()
         self._loaded_identity = _file_identity(settings.routes_file)  # what the watcher compares against
@@ -142,6 +146,7 @@ class Gateway:
                 await upstream.transport.start()
             stack.push_async_callback(self._close_upstreams)
             stack.push_async_callback(self.store.aclose)
+            stack.push_async_callback(self.edge.aclose)
             if self.redis is not None:
                 stack.push_async_callback(self.redis.aclose)
             if self._owned_provider is not None:
@@ -263,6 +268,7 @@ class Gateway:
                 settings.flags.forward_header.lower().encode("latin-1"),
             },
             request_id_header=settings.request_id_header,
+            edge=self.edge,
         )
         proxied, caches = compile_routes(routes, deps)
         router = GatewayRouter(proxied, own=self._own_app(routes), own_prefix=settings.admin_prefix)
@@ -320,7 +326,18 @@ class Gateway:
 
     def _process_middleware(self, app: ASGIApp) -> ASGIApp:
         """Request id, metrics and the access log around the routes; tracing outside them, so even a 500
-        is on the span and the access line carries the span's ids."""
+        is on the span and the access line carries the span's ids; the forwarded peers outermost."""
+        return self._forwarded_peers(self._traced_and_recorded(app))
+
+    def _forwarded_peers(self, app: ASGIApp) -> ASGIApp:
+        """Identity headers from peers outside GATEWAY_FORWARDED_ALLOW_IPS are dropped while the peer is still
+        known; then X-Forwarded-For/-Proto from the trusted ones set the client (here, not in the server, so
+        uvicorn and granian alike do both)."""
+        trusted, flags = self.settings.forwarded_allow_ips, self.settings.flags
+        app = cast(ASGIApp, ProxyHeadersMiddleware(cast(Any, app), trusted_hosts=trusted))  # uvicorn's own ASGI types
+        return TrustedPeerHeaders(app, trusted=trusted, headers=[flags.user_header, flags.org_header])
+
+    def _traced_and_recorded(self, app: ASGIApp) -> ASGIApp:
         settings = self.settings
         app = RequestRecorder(
             app,

@@ -1,6 +1,8 @@
 """A route spec becomes its chain once, at start-up: only what its config asks for, in DESIGN.md's order.
 
-    flags -> cache -> conditional (ETag, 304, 412) -> proxy | fan-out
+    cors -> auth -> rate limit -> flags -> cache -> conditional (ETag, 304, 412) -> proxy | fan-out
+
+The edge policies (cors, auth, rate limit) are outermost; gateway/edge.py says why in that order.
 
 ETags are generated inside the cache, so an entry stores its tag and is not hashed again on every hit, and a
 revalidation of a generated tag comes back as a 304 that refreshes the entry. The cache answers conditional
@@ -10,13 +12,14 @@ without the upstream being asked and without a second conditional layer around t
 
 import asyncio
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from config.routes import PARAM, CacheSpec, EtagSpec, FanoutSpec, RouteSpec
 from config.settings import EtagSettings, FlagSettings
 from flags.resolver import Resolver
 from gateway.caching import KeyExtras, cache_options, key_extras
+from gateway.edge import EdgeResources, with_edge
 from gateway.fanout import FanoutCall, FanoutHandler
 from gateway.flagwiring import route_flags
 from gateway.headers import HeaderRules
@@ -44,6 +47,7 @@ class RouteDependencies:
     fanout_limit: asyncio.Semaphore
     fanout_forwarded: frozenset[bytes]  # client headers every fan-out call carries: trace context, request id, flags
     request_id_header: str  # set on every answer by the gateway itself, so dropped from upstream answers
+    edge: EdgeResources = field(default_factory=EdgeResources)  # for auth, rate limits and CORS
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,13 +70,13 @@ def build_chain(spec: RouteSpec, deps: RouteDependencies) -> Chain:
             sessions = WebSocketProxy(
                 proxy, idle_timeout=options.idle_timeout, max_message_bytes=options.max_message_bytes
             )
-            websocket = with_flags(sessions, spec, deps)
+            websocket = with_edge(with_flags(sessions, spec, deps), spec, deps.edge)
     etag = etag_options(spec, deps.etag_settings)
     if etag is not None:
         app = ConditionalMiddleware(app, **etag)
     if spec.cache is not None:
         app = cached(app, spec.cache, deps.store, caches, key_extras(spec.cache, spec.flag_keys))
-    return Chain(with_flags(app, spec, deps), caches, websocket)
+    return Chain(with_edge(with_flags(app, spec, deps), spec, deps.edge), caches, websocket)
 
 
 def with_flags(app: ASGIApp, spec: RouteSpec, deps: RouteDependencies) -> ASGIApp:

@@ -74,7 +74,9 @@ def compile_routes(file: RouteFile, deps: RouteDependencies) -> tuple[list[Compi
 
 
 def _methods(spec: RouteSpec) -> set[str]:
-    return {*spec.methods, "HEAD"} if "GET" in spec.methods else set(spec.methods)
+    """GET implies HEAD; `cors:` lets preflights (OPTIONS) in, answered by the route's CORS layer."""
+    methods: set[str] = {*spec.methods, "HEAD"} if "GET" in spec.methods else set(spec.methods)
+    return methods | {"OPTIONS"} if spec.cors is not None else methods
 
 
 class GatewayRouter:

@@ -30,7 +30,8 @@ async def serve(
     server on exit. `ws` is uvicorn's WebSocket protocol: none, or an implementation's name or class."""
     sock = bound_socket(port=port)
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, lifespan=lifespan, log_level="warning", ws=ws, access_log=False)
+    # proxy_headers off as `gateway run` has it: the gateway reads X-Forwarded-* itself, after its peer check
+    config = uvicorn.Config(app, lifespan=lifespan, log_level="warning", ws=ws, access_log=False, proxy_headers=False)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:

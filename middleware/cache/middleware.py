@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
+from middleware.auth import identity_of
 from middleware.cache.cachecontrol import delta_seconds, parse_cache_control
 from middleware.cache.coalesce import Flights
 from middleware.cache.keys import (
@@ -192,7 +193,9 @@ class CacheMiddleware:
     def _request(self, scope: Scope) -> _Request:
         cache_control: list[str] = []
         if_none_match: list[bytes] = []
-        authorized = if_modified_since = False
+        if_modified_since = False
+        # A caller verified by an API key sends no Authorization, yet its answers are its own (RFC 9111 §3.5).
+        authorized = identity_of(scope) is not None
         host = None
         for name, value in scope["headers"]:
             if name == b"host":

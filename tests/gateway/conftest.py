@@ -36,6 +36,10 @@ def make_gateway(tmp_path: Path) -> GatewayFactory:
     return build
 
 
+# The address client_for calls from: trusting it stands for a proxy in front that set the identity headers.
+TRUSTED_CLIENT = {"forwarded_allow_ips": "203.0.113.7"}
+
+
 @asynccontextmanager
 async def client_for(app: Gateway) -> AsyncIterator[httpx.AsyncClient]:
     """An httpx client calling `app` in-process, with the app's lifespan run around it."""

@@ -7,7 +7,7 @@ import pytest
 import redis.asyncio
 
 from tests.conftest import redis_server
-from tests.gateway.conftest import GatewayFactory, client_for
+from tests.gateway.conftest import TRUSTED_CLIENT, GatewayFactory, client_for
 from tests.servers import serve
 from tests.upstreams import Origin
 
@@ -78,7 +78,7 @@ async def test_if_none_match_on_a_cached_entry_is_304_without_the_upstream(
 
 
 async def test_vary_headers_and_flag_variants_separate_entries(make_gateway: GatewayFactory, origin: Origin) -> None:
-    app = make_gateway(ROUTES, upstreams={"origin": origin})
+    app = make_gateway(ROUTES, upstreams={"origin": origin}, **TRUSTED_CLIENT)
     async with client_for(app) as client:
         for headers in ({}, {"X-Tenant": "a"}, {"Accept-Language": "fr"}, {"X-User-Id": "u-1"}, {"X-User-Id": "u-2"}):
             await client.get("/items/1", headers=headers)

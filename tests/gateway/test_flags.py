@@ -11,7 +11,7 @@ from opentelemetry.trace import SpanKind
 
 from flags.definitions import FlagDefinition
 from flags.sources import RedisSource
-from tests.gateway.conftest import GatewayFactory, client_for
+from tests.gateway.conftest import TRUSTED_CLIENT, GatewayFactory, client_for
 from tests.upstreams import echo
 
 pytestmark = pytest.mark.anyio
@@ -69,7 +69,7 @@ def two_upstreams() -> dict[str, object]:
 async def test_flags_steer_the_route_and_reach_the_upstream(
     make_gateway: GatewayFactory, two_upstreams: dict, headers: dict[str, str], host: str, forwarded: str
 ) -> None:
-    app = make_gateway(ROUTES, upstreams=two_upstreams)
+    app = make_gateway(ROUTES, upstreams=two_upstreams, **TRUSTED_CLIENT)
     async with client_for(app) as client:
         response = await client.get("/api/users/1", headers=headers)
     assert host_seen(response.json()) == host
@@ -91,7 +91,7 @@ async def test_flag_evaluations_are_span_events(make_gateway: GatewayFactory, tw
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    app = make_gateway(ROUTES, upstreams=two_upstreams, tracer_provider=provider)
+    app = make_gateway(ROUTES, upstreams=two_upstreams, tracer_provider=provider, **TRUSTED_CLIENT)
     async with client_for(app) as client:
         await client.get("/api/users/1", headers={"X-User-Id": "u-1"})
     [server] = [span for span in exporter.get_finished_spans() if span.kind == SpanKind.SERVER]

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.gateway.conftest import GatewayFactory, client_for
+from tests.gateway.conftest import TRUSTED_CLIENT, GatewayFactory, client_for
 from tests.servers import gateway_process, serve
 from tests.upstreams import Controllable, Origin
 
@@ -48,7 +48,7 @@ def value(text: str, name: str, **labels: str) -> float:
 
 
 async def test_a_scrape_shows_what_happened_with_config_labels(make_gateway: GatewayFactory) -> None:
-    app = make_gateway(ROUTES, upstreams={"origin": Origin()})
+    app = make_gateway(ROUTES, upstreams={"origin": Origin()}, **TRUSTED_CLIENT)
     async with client_for(app) as client:
         for _ in range(3):
             await client.get("/items/1", headers={"X-User-Id": "u-1"})

@@ -21,6 +21,7 @@ from starlette.types import Message
 from gateway.app import Gateway
 from gateway.websocket import refuse
 from gateway.wsserver import GracefulWebSocketProtocol
+from middleware.auth import api_key_digest
 from tests.gateway.conftest import GatewayFactory
 from tests.gateway.test_served import memory_kib
 from tests.servers import bound_socket, gateway_process, serve
@@ -178,6 +179,24 @@ async def test_a_refused_or_unreachable_upstream_is_a_502_handshake(
                 await client.ws_connect(f"{gw}{path}")
             statuses.append(refused.value.status)
     assert statuses == [502, 502]
+
+
+async def test_handshakes_pass_the_routes_auth_and_rate_limit(
+    make_gateway: GatewayFactory, origin: WebSocketOrigin, tmp_path: Path
+) -> None:
+    """An upgrade is a request of its route: without a key 401, past the limit 429, never reaching the upstream."""
+    (tmp_path / "keys.txt").write_text(f"{api_key_digest('k-1')} svc\n")
+    extra = "    auth: {api_key: {keys_file: keys.txt}}\n    rate_limit: {requests: 1, per: 60, key: api_key}\n"
+    async with origin_served(origin) as url, session_through(make_gateway, routes_for(url) + extra) as (gw, client):
+        statuses = []
+        for headers in ({}, {"X-API-Key": "k-1"}, {"X-API-Key": "k-1"}):
+            try:
+                async with client.ws_connect(f"{gw}/ws/echo", headers=headers) as ws:
+                    await ws.send_str("hi")
+                    statuses.append(101 if (await ws.receive()).data == "hi" else 0)
+            except aiohttp.WSServerHandshakeError as refused:
+                statuses.append(refused.status)
+    assert statuses == [401, 101, 429]
 
 
 async def test_without_http_answers_a_failed_upstream_is_close_1014() -> None:

@@ -1,0 +1,151 @@
+"""CPU per request of the edge policies: `python bench/micro_edge.py [requests]` (Redis at BENCH_REDIS_URL).
+
+The gateway runs in this process and is called as an ASGI app, one request at a time; the 1 KB origin (bench/
+pure_asgi.py under uvicorn) and Redis run in processes of their own, so this process's CPU time is the
+gateway's (and the small driver's, the same for every route). Three routes take the same document: a plain
+proxied miss, a miss behind a verified JWT (ES256, key set from a JWKS the origin serves), and a miss behind a
+rate limit kept in Redis. Their CPU per request is printed with its ratio to the plain miss (target <= 1.15x).
+"""
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from uuid import uuid4
+
+import jwt
+import redis
+from cryptography.hazmat.primitives.asymmetric import ec
+from harness import free_port
+from jwt.algorithms import ECAlgorithm
+from starlette.types import Message, Scope
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH.parent))
+
+from config.loader import load_route_file  # noqa: E402
+from config.settings import Settings  # noqa: E402
+from gateway.app import Gateway  # noqa: E402
+
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+JWKS_APP = """
+import json
+from pure_asgi import app as documents
+JWKS = json.dumps({"keys": [%s]}).encode()
+async def app(scope, receive, send):
+    if scope["type"] == "http" and scope["path"] == "/jwks.json":
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": JWKS})
+        return
+    await documents(scope, receive, send)
+"""
+
+
+def routes_yaml(origin: str) -> str:
+    jwt_auth = f'{{jwt: {{jwks_url: "{origin}/jwks.json", issuer: bench, audience: gateway, algorithms: [ES256]}}}}'
+    return f"""
+upstreams:
+  origin: {{url: "{origin}"}}
+routes:
+  - {{path: /1k, methods: [GET], upstream: origin}}
+  - {{path: /jwt/1k, methods: [GET], upstream: origin, rewrite: /1k, auth: {jwt_auth}}}
+  - {{path: /limited/1k, methods: [GET], upstream: origin, rewrite: /1k,
+      rate_limit: {{requests: 1000000000, per: 1, key: ip}}}}
+"""
+
+
+async def cpu_per_request(app: Gateway, path: str, headers: list[tuple[bytes, bytes]], count: int) -> float:
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    statuses: list[int] = []
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    def scope() -> Scope:
+        return {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"host", b"gw"), *headers],
+            "client": ("127.0.0.1", 5000),
+            "server": ("127.0.0.1", 8080),
+        }
+
+    for _ in range(200):  # warm: pools, the key set, the script cache
+        await app(scope(), receive, send)
+    statuses.clear()
+    started = time.process_time()
+    for _ in range(count):
+        await app(scope(), receive, send)
+    spent = time.process_time() - started
+    assert set(statuses) == {200}, set(statuses)
+    return spent / count
+
+
+async def measure(origin: str, key: ec.EllipticCurvePrivateKey, count: int, prefix: str) -> None:
+    with tempfile.TemporaryDirectory() as workdir:
+        path = Path(workdir) / "routes.yaml"
+        path.write_text(routes_yaml(origin))
+        settings = Settings(
+            routes_file=path,
+            redis_url=REDIS_URL,
+            access_log="off",
+            watch_routes=False,
+            rate_limit={"redis_prefix": prefix},
+        )
+        app = Gateway(settings, load_route_file(path))
+        claims = {"iss": "bench", "aud": "gateway", "sub": "u-1", "exp": int(time.time()) + 3600}
+        token = jwt.encode(claims, key, "ES256", headers={"kid": "bench"})
+        async with app.running():
+            results = {}
+            for name, route, headers in [
+                ("proxied miss", "/1k", []),
+                ("JWT-verified miss (ES256)", "/jwt/1k", [(b"authorization", f"Bearer {token}".encode())]),
+                ("Redis rate-limited miss", "/limited/1k", []),
+            ]:
+                results[name] = min([await cpu_per_request(app, route, headers, count) for _ in range(3)])
+    base = results["proxied miss"]
+    for name, seconds in results.items():
+        print(f"{seconds * 1e6:8.1f} µs CPU/req  {seconds / base:5.2f}x  {name}")
+
+
+def main() -> None:
+    count = int(sys.argv[1]) if len(sys.argv) > 1 else 3000
+    key = ec.generate_private_key(ec.SECP256R1())
+    jwk = {**ECAlgorithm.to_jwk(key.public_key(), as_dict=True), "kid": "bench", "alg": "ES256", "use": "sig"}
+    port = free_port()
+    with tempfile.TemporaryDirectory() as workdir:
+        (Path(workdir) / "origin.py").write_text(JWKS_APP % json.dumps(jwk))
+        env = {**os.environ, "PYTHONPATH": f"{workdir}:{BENCH}"}
+        origin = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "origin:app", "--port", str(port), "--log-level", "warning"], env=env
+        )
+        prefix = f"bench:{uuid4().hex}:"
+        try:
+            time.sleep(1.5)  # uvicorn binds within a second; the warm-up requests would fail loudly otherwise
+            asyncio.run(measure(f"http://127.0.0.1:{port}", key, count, prefix))
+        finally:
+            origin.terminate()
+            origin.wait()
+            client = redis.Redis.from_url(REDIS_URL)
+            keys = list(client.scan_iter(match=f"{prefix}*"))
+            if keys:
+                client.delete(*keys)
+            client.close()
+
+
+if __name__ == "__main__":
+    main()
