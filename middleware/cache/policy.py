@@ -2,7 +2,7 @@
 refreshes it. No I/O here; middleware.py drives these.
 
 Decisions this cache makes where the RFC leaves room:
-- `force_ttl` is the route overriding the upstream's freshness (including `no-cache` and
+- `forced_lifetime` is the route overriding the upstream's freshness (including `no-cache` and
   `must-revalidate`), never its privacy: `no-store`, `private`, `Authorization`, `Set-Cookie` and
   `Vary: *` still keep a response out.
 - Qualified `private="..."` and `no-cache="..."` are treated as unqualified (§5.2.2.4, §5.2.2.7 allow it).
@@ -11,7 +11,7 @@ Decisions this cache makes where the RFC leaves room:
   response still applies: the origin asked for both, as CDNs read it.
 - With `cache_set_cookie`, a response carrying `Set-Cookie` is stored without it (§7.3 warns that the
   field does not inhibit caching): the cookie reaches the client that caused it, and nobody else.
-- The route's `ttl` is the heuristic lifetime (§4.2.2) for heuristically cacheable status codes.
+- The route's `default_lifetime` is the heuristic lifetime (§4.2.2) for heuristically cacheable status codes.
 """
 
 import re
@@ -62,8 +62,8 @@ _TAG_SEPARATORS = re.compile(r"[\s,]+")
 class CacheOptions:
     """A route's cache settings. Seconds throughout; 0 turns a window off.
 
-    ttl                     lifetime for responses that state none but are cacheable by status (heuristic)
-    force_ttl               lifetime that overrides whatever the upstream says (None: follow the upstream)
+    default_lifetime        freshness for responses that state none but are cacheable by status (heuristic)
+    forced_lifetime         freshness that overrides whatever the upstream says (None: follow the upstream)
     stale_while_revalidate  serve a stale entry while one background request refreshes it
     stale_if_error          serve a stale entry when the upstream raises, answers 5xx, or exceeds error_timeout
     keep                    keep a stale entry that has validators this long, to revalidate it with a 304
@@ -77,8 +77,8 @@ class CacheOptions:
     name                    this cache's name in Cache-Status (RFC 9211)
     """
 
-    ttl: float = 0.0
-    force_ttl: float | None = None
+    default_lifetime: float = 0.0
+    forced_lifetime: float | None = None
     stale_while_revalidate: float = 0.0
     stale_if_error: float = 0.0
     keep: float = 0.0
@@ -92,11 +92,11 @@ class CacheOptions:
     name: str = "gateway"
 
     def __post_init__(self) -> None:
-        for name in ("ttl", "stale_while_revalidate", "stale_if_error", "keep"):
+        for name in ("default_lifetime", "stale_while_revalidate", "stale_if_error", "keep"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be zero or more seconds, got {getattr(self, name)}")
-        if self.force_ttl is not None and not self.force_ttl > 0:
-            raise ValueError(f"force_ttl must be positive, got {self.force_ttl}")
+        if self.forced_lifetime is not None and not self.forced_lifetime > 0:
+            raise ValueError(f"forced_lifetime must be positive, got {self.forced_lifetime}")
         if self.error_timeout is not None and not self.error_timeout > 0:
             raise ValueError(f"error_timeout must be positive, got {self.error_timeout}")
         if not self.lock_timeout > 0:
@@ -119,7 +119,7 @@ class Storable:
     stale_if_error: float
     vary: tuple[str, ...]
     tags: tuple[str, ...]
-    ttl: float  # how long the store should keep it: remaining freshness plus the longest stale window
+    retention: float  # how long the store keeps it: remaining freshness plus the longest stale window
     request_time: float
     response_time: float
 
@@ -200,8 +200,8 @@ def assess(
 
     date = next(iter(fields.get(b"date", ())), None)
     date_value = http_date(date) if date is not None else None
-    if options.force_ttl is not None:
-        lifetime: float = options.force_ttl
+    if options.forced_lifetime is not None:
+        lifetime: float = options.forced_lifetime
     elif "no-cache" in directives:
         lifetime = 0.0
     elif (max_age := _max_age(directives)) is not None:
@@ -211,13 +211,13 @@ def assess(
         base = date_value if date_value is not None else response_time
         lifetime = 0.0 if expires_value is None else max(expires_value - base, 0.0)
     else:
-        lifetime = options.ttl
+        lifetime = options.default_lifetime
 
     swr, sie = _stale_windows(directives, options)
     validated = b"etag" in fields or b"last-modified" in fields
     initial_age = _initial_age(next(iter(fields.get(b"age", ())), None), date_value, request_time, response_time)
-    ttl = max(lifetime - initial_age, 0.0) + max(swr, sie, options.keep if validated else 0.0)
-    if ttl <= 0:
+    retention = max(lifetime - initial_age, 0.0) + max(swr, sie, options.keep if validated else 0.0)
+    if retention <= 0:
         return "stale"
 
     unstored = _UNSTORED | _hop_by_hop(fields.get(b"connection", ()))
@@ -237,7 +237,7 @@ def assess(
         stale_if_error=sie,
         vary=varied,
         tags=tags,
-        ttl=ttl,
+        retention=retention,
         request_time=request_time,
         response_time=response_time,
     )
@@ -251,7 +251,7 @@ def _max_age(directives: dict[str, str | None]) -> int | None:
 
 def _stale_windows(directives: dict[str, str | None], options: CacheOptions) -> tuple[float, float]:
     """stale-while-revalidate and stale-if-error (RFC 5861): the upstream's, else the route's."""
-    if options.force_ttl is not None:
+    if options.forced_lifetime is not None:
         return options.stale_while_revalidate, options.stale_if_error
     if "must-revalidate" in directives or "proxy-revalidate" in directives or "no-cache" in directives:
         return 0.0, 0.0
