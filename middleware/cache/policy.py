@@ -17,11 +17,13 @@ Decisions this cache makes where the RFC leaves room:
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from email.utils import formatdate, mktime_tz, parsedate_tz
 
 from middleware.cache.cachecontrol import delta_seconds, parse_cache_control
 from middleware.cache.keys import KeyRules, vary_fields
 from middleware.cache.store import StoredResponse
+from middleware.etags import parse_etag, weak_match
+from middleware.hopbyhop import HOP_BY_HOP, named_by_connection
+from middleware.httpdates import format_http_timestamp, http_date_seconds
 from middleware.types import Header
 
 __all__ = [
@@ -37,22 +39,13 @@ __all__ = [
 HEURISTIC_STATUSES = frozenset({200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501})
 
 # RFC 9111 §3.1: never stored. Age is recomputed on every answer.
-_UNSTORED = frozenset(
-    {
-        b"connection",
-        b"proxy-connection",
-        b"keep-alive",
-        b"te",
-        b"transfer-encoding",
-        b"upgrade",
-        b"trailer",
-        b"proxy-authenticate",
-        b"proxy-authentication-info",
-        b"proxy-authorization",
-        b"age",
-        b"set-cookie",
-    }
-)
+_UNSTORED = HOP_BY_HOP | {
+    b"proxy-authenticate",
+    b"proxy-authentication-info",
+    b"proxy-authorization",
+    b"age",
+    b"set-cookie",
+}
 # RFC 9111 §3.2: a 304 never changes these on the stored response.
 _NOT_REFRESHED = _UNSTORED | {b"content-length", b"content-encoding", b"content-range", b"vary"}
 _TAG_SEPARATORS = re.compile(r"[\s,]+")
@@ -141,17 +134,6 @@ class Storable:
         )
 
 
-def http_date(value: str) -> float | None:
-    """Seconds since the epoch of an HTTP-date (RFC 9110 §5.6.7), or None when unreadable."""
-    parsed = parsedate_tz(value)
-    if parsed is None:
-        return None
-    try:
-        return float(mktime_tz(parsed))
-    except (OverflowError, ValueError):
-        return None
-
-
 def _index(headers: Iterable[Header]) -> dict[bytes, list[str]]:
     """Field values by name, read once per response."""
     fields: dict[bytes, list[str]] = {}
@@ -199,7 +181,7 @@ def assess(
         return "no-freshness"
 
     date = next(iter(fields.get(b"date", ())), None)
-    date_value = http_date(date) if date is not None else None
+    date_value = http_date_seconds(date) if date is not None else None
     if options.forced_lifetime is not None:
         lifetime: float = options.forced_lifetime
     elif "no-cache" in directives:
@@ -207,7 +189,7 @@ def assess(
     elif (max_age := _max_age(directives)) is not None:
         lifetime = max_age
     elif expires is not None:
-        expires_value = http_date(expires)  # an invalid Expires means already expired (§5.3)
+        expires_value = http_date_seconds(expires)  # an invalid Expires means already expired (§5.3)
         base = date_value if date_value is not None else response_time
         lifetime = 0.0 if expires_value is None else max(expires_value - base, 0.0)
     else:
@@ -220,10 +202,13 @@ def assess(
     if retention <= 0:
         return "stale"
 
-    unstored = _UNSTORED | _hop_by_hop(fields.get(b"connection", ()))
+    connection = fields.get(b"connection")
+    unstored = (
+        _UNSTORED | named_by_connection(value.encode("latin-1") for value in connection) if connection else _UNSTORED
+    )
     stored = [(key, value) for key, value in headers if key not in unstored]
     if date is None:  # RFC 9110 §6.6.1: a cache adds the Date a response lacks
-        stored.append((b"date", formatdate(response_time, usegmt=True).encode()))
+        stored.append((b"date", format_http_timestamp(response_time).encode()))
     tags: tuple[str, ...] = ()
     if options.tags_header is not None:
         raw_tags = fields.get(options.tags_header.lower().encode("latin-1"), ())
@@ -266,12 +251,6 @@ def _stale_windows(directives: dict[str, str | None], options: CacheOptions) -> 
     return windows[0], windows[1]
 
 
-def _hop_by_hop(connection: Iterable[str]) -> frozenset[bytes]:
-    """Fields a Connection header names (RFC 9110 §7.6.1) are not stored either."""
-    named = (name.strip().lower() for value in connection for name in value.split(","))
-    return frozenset(name.encode("latin-1") for name in named if name)
-
-
 def _initial_age(age: str | None, date_value: float | None, request_time: float, response_time: float) -> float:
     """corrected_initial_age (RFC 9111 §4.2.3)."""
     age_value = int(age) if age is not None and age.strip().isdigit() and age.isascii() else 0
@@ -297,7 +276,8 @@ def same_validator(entry: StoredResponse, not_modified: Sequence[Header]) -> boo
     new_etag = _first(not_modified, b"etag")
     if new_etag is not None:
         old_etag = _first(entry.headers, b"etag")
-        return old_etag is not None and old_etag.strip().removeprefix("W/") == new_etag.strip().removeprefix("W/")
+        new, old = parse_etag(new_etag), None if old_etag is None else parse_etag(old_etag)
+        return new is not None and old is not None and weak_match(old, new)
     new_modified = _first(not_modified, b"last-modified")
     old_modified = _first(entry.headers, b"last-modified")
     return new_modified is None or old_modified is None or new_modified.strip() == old_modified.strip()
@@ -306,11 +286,9 @@ def same_validator(entry: StoredResponse, not_modified: Sequence[Header]) -> boo
 def refreshed_headers(entry: StoredResponse, not_modified: Sequence[Header], response_time: float) -> list[Header]:
     """The stored header fields updated by a 304 (RFC 9111 §3.2): fields it carries replace stored ones.
     A 304 without Date gets one (RFC 9110 §6.6.1), so the refreshed entry's age starts again."""
-    excluded = _NOT_REFRESHED | _hop_by_hop(
-        value.decode("latin-1") for key, value in not_modified if key == b"connection"
-    )
+    excluded = _NOT_REFRESHED | named_by_connection(value for key, value in not_modified if key == b"connection")
     updates = [(key, value) for key, value in not_modified if key not in excluded]
     if not any(key == b"date" for key, _ in updates):
-        updates.append((b"date", formatdate(response_time, usegmt=True).encode()))
+        updates.append((b"date", format_http_timestamp(response_time).encode()))
     replaced = {key for key, _ in updates}
     return [(key, value) for key, value in entry.headers if key not in replaced] + updates

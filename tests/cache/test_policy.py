@@ -237,11 +237,20 @@ def test_conditional_headers() -> None:
         (headers(etag='"v1"'), True),
         (headers(etag='W/"v1"'), True),
         (headers(etag='"v2"'), False),
+        (headers(etag="v1"), False),
         (headers(last_modified="Mon, 13 Nov 2023 00:00:00 GMT"), True),
         (headers(last_modified="Tue, 14 Nov 2023 00:00:00 GMT"), False),
         (headers(), True),
     ],
-    ids=["same-etag", "weakly-same", "other-etag", "same-last-modified", "other-last-modified", "no-validator"],
+    ids=[
+        "same-etag",
+        "weakly-same",
+        "other-etag",
+        "malformed-etag",
+        "same-last-modified",
+        "other-last-modified",
+        "no-validator",
+    ],
 )
 def test_same_validator(not_modified: list[tuple[bytes, bytes]], expected: bool) -> None:
     """RFC 9111 §4.3.4: which stored response a 304 is about."""
