@@ -28,6 +28,7 @@ from middleware.cache.request import CacheRequest, read_request
 from middleware.cache.status import BYPASS, FRESH_HIT, STALE_HIT, CacheStatus
 from middleware.cache.store import CacheStore, StoredResponse, StoreUnavailable, VaryIndex
 from middleware.cache.tee import ResponseTee, send_not_modified
+from middleware.internal import empty_receive
 from middleware.problem import problem_response
 from middleware.types import ASGIApp, Header, Message, Receive, Scope, Send
 
@@ -302,7 +303,7 @@ class CacheMiddleware:
     ) -> StoredResponse | None:
         """A 304 refreshes the stored headers and lifetime; the body stays where it is (RFC 9111 §4.3.4)."""
         if not same_validator(entry, tee.headers):  # a 304 about another representation: ask plainly
-            return await self._forward(request, variant, None, "stale", _no_body(), send)
+            return await self._forward(request, variant, None, "stale", empty_receive(), send)
         merged = refreshed_headers(entry, tee.headers, tee.response_time)
         decision = assess(
             entry.status,
@@ -366,7 +367,7 @@ class CacheMiddleware:
         if token is None:
             return
         try:
-            await self._forward(request, variant, entry, "stale", _no_body(), None)
+            await self._forward(request, variant, entry, "stale", empty_receive(), None)
         except Exception:
             logger.warning("Background refresh of %s failed", request.scope["path"], exc_info=True)
         finally:
@@ -404,18 +405,3 @@ class CacheMiddleware:
                 await self.store.delete(url)
             except StoreUnavailable:
                 return  # logged by the store; its entries expire when their retention ends
-
-
-def _no_body() -> Receive:
-    """The receive of a request the cache makes itself: an empty body, and no client to disconnect."""
-    sent = False
-
-    async def receive() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        never: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        return await never
-
-    return receive
