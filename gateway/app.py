@@ -95,8 +95,6 @@ class Gateway:
         self._upstream_apps = upstream_apps or {}
         self._owned_provider = build_tracer_provider(settings.otel) if tracer_provider is None else None
         self.tracer_provider = tracer_provider or self._owned_provider
-        # a provider of ours at ratio 0 never starts a recorded trace; a given one may (its sampler is its own)
-        self._records_new_traces = tracer_provider is not None or settings.otel.sample_ratio > 0
         self.redis = redis.asyncio.Redis.from_url(str(settings.redis_url)) if settings.redis_url else None
         self.flags = build_flags(routes, settings.flags, self.redis)
         if self.tracer_provider is not None:

@@ -15,7 +15,7 @@ import asyncio
 import errno
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import aiohttp
 import httpx
@@ -32,23 +32,27 @@ Body = bytes | AsyncIterable[bytes]
 
 
 class UpstreamError(Exception):
-    """The upstream could not be asked, or did not answer properly."""
+    """The upstream could not be asked, or did not answer properly. `kind` labels the failure in metrics."""
+
+    kind: ClassVar[str] = "error"
 
 
 class UpstreamTimeout(UpstreamError):
-    pass
+    kind = "timeout"
 
 
 class UpstreamUnreachable(UpstreamError):
-    pass
+    kind = "unreachable"
 
 
 class UpstreamDisconnected(UpstreamUnreachable):
     """Nothing of an answer arrived: safe to send an idempotent request again (RFC 9112 §9.3.1.1)."""
 
+    kind = "disconnected"
+
 
 class UpstreamBadResponse(UpstreamError):
-    pass
+    kind = "bad_response"
 
 
 @dataclass(frozen=True, slots=True)

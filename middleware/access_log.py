@@ -17,6 +17,7 @@ from typing import Literal
 
 from opentelemetry.trace import SpanContext, get_current_span
 
+from middleware.state import RequestState
 from middleware.types import ASGIApp, Message, Receive, Scope, Send
 
 AccessLogFormat = Literal["json", "text"]
@@ -67,7 +68,7 @@ def access_line(
     """The line for a finished request; one format string per format, since this runs for every request.
 
     `traced=False` skips the lookup of the current span (a sixth of the line's cost) where no tracing runs."""
-    state = scope.get("state") or {}
+    state: RequestState = scope.get("state") or {}
     route = getattr(scope.get("route"), "path_format", None)
     upstream, cache, request_id = state.get("upstream"), state.get("cache_status"), state.get("request_id")
     ids = _span_ids(get_current_span().get_span_context()) if traced else None

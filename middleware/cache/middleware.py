@@ -30,6 +30,7 @@ from middleware.cache.store import CacheStore, StoredResponse, StoreUnavailable,
 from middleware.cache.tee import ResponseTee, send_not_modified
 from middleware.internal import empty_receive
 from middleware.problem import problem_response
+from middleware.state import CacheOutcome, RequestState
 from middleware.types import ASGIApp, Header, Message, Receive, Scope, Send
 
 __all__ = ["CacheMiddleware"]
@@ -114,7 +115,7 @@ class CacheMiddleware:
     # --- GET and HEAD -------------------------------------------------------------------------------------
 
     async def _cached(self, scope: Scope, receive: Receive, send: Send) -> None:
-        scope.setdefault("state", {})
+        state: RequestState = scope.setdefault("state", {})
         if not self.store.available:
             await self._bypass(scope, receive, send)
             return
@@ -130,7 +131,7 @@ class CacheMiddleware:
             await self._replay(request, entry, age, remaining, "stale", STALE_HIT, send)
             self._refresh_later(request, variant, entry)
         elif action is Action.ONLY_IF_CACHED_MISS:
-            scope["state"]["cache_status"] = "miss"
+            state["cache_status"] = "miss"
             detail = "The response is not stored fresh and the request is only-if-cached"
             headers = {"Cache-Status": _ONLY_IF_CACHED.encode(self._name).decode()}
             await problem_response(504, detail, headers=headers)(scope, receive, send)
@@ -140,7 +141,8 @@ class CacheMiddleware:
             await self._fill(request, variant, entry, reason, receive, send)
 
     async def _bypass(self, scope: Scope, receive: Receive, send: Send) -> None:
-        scope["state"]["cache_status"] = "bypass"
+        state: RequestState = scope["state"]
+        state["cache_status"] = "bypass"
         bypass = self._bypass_status
 
         async def send_with_status(message: Message) -> None:
@@ -171,12 +173,13 @@ class CacheMiddleware:
         entry: StoredResponse,
         age: float,
         remaining: float,
-        outcome: str,
+        outcome: CacheOutcome,
         status: CacheStatus,
         send: Send,
     ) -> None:
         """Answer with a stored response; `outcome` is what layers outside read in `scope["state"]`."""
-        request.scope["state"]["cache_status"] = outcome
+        state: RequestState = request.scope["state"]
+        state["cache_status"] = outcome
         answer = [(b"age", b"%d" % age), (b"cache-status", status.encode(self._name, remaining))]
         if request.conditions is not None and (start := request.conditions.answer(entry.status, entry.headers)):
             await send_not_modified(start, answer, send)

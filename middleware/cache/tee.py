@@ -8,6 +8,7 @@ from middleware.cache.policy import CacheOptions, Storable, assess
 from middleware.cache.request import CacheRequest
 from middleware.cache.status import CacheStatus
 from middleware.cache.store import StoredResponse
+from middleware.state import RequestState
 from middleware.types import Header, Message, Send
 
 __all__ = ["ResponseTee", "send_not_modified"]
@@ -109,7 +110,8 @@ class ResponseTee:
         if self.client is None:
             return
         assert self.start is not None
-        request.scope["state"]["cache_status"] = "miss"
+        state: RequestState = request.scope["state"]
+        state["cache_status"] = "miss"
         status = CacheStatus(
             fwd=self.reason,
             # a stored response was there: say how the upstream answered
