@@ -326,7 +326,7 @@ class Gateway:
 def settle_garbage_collector() -> None:
     """Move what start-up built (about 100,000 objects of config, libraries and compiled routes) out of the
     collector's sight and let the young generation grow: full collections otherwise scan all of it every few
-    hundred requests, which measured as a quarter of the CPU and most of the p99 under load."""
+    hundred requests, and a full collection stalls every request waiting on the loop."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 50, 100)

@@ -192,7 +192,7 @@ class FanoutHandler:
                 for name, outcome in outcomes.items()
             ]
             body = b"{" + b",".join(members) + b"}"
-        # plain ASGI messages: a Starlette Response would cost twice as much to build and send (measured)
+        # plain ASGI messages: the answer is built once and whole, so no Response object is needed
         headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
         if failed:
             headers.append((b"gateway-partial", ", ".join(failed).encode("latin-1")))
