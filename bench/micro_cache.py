@@ -133,7 +133,7 @@ async def main() -> None:
 
     clock = [time.time()]
     revalidating = CacheMiddleware(
-        Upstream(), store=MemoryStore(), options=CacheOptions(keep=3600, force_ttl=1), clock=lambda: clock[0]
+        Upstream(), store=MemoryStore(), options=CacheOptions(keep=3600, forced_lifetime=1), clock=lambda: clock[0]
     )
     await revalidating(scope(), receive, send)
 

@@ -100,8 +100,6 @@ class Gateway:
         self._upstream_apps = upstream_apps or {}
         self._owned_provider = build_tracer_provider(settings.otel) if tracer_provider is None else None
         self.tracer_provider = tracer_provider or self._owned_provider
-        # a provider of ours at ratio 0 never starts a recorded trace; a given one may (its sampler is its own)
-        self._records_new_traces = tracer_provider is not None or settings.otel.sample_ratio > 0
         self.redis = redis.asyncio.Redis.from_url(str(settings.redis_url)) if settings.redis_url else None
         self.flags = build_flags(routes, settings.flags, self.redis)
         if self.tracer_provider is not None:
@@ -364,7 +362,7 @@ class Gateway:
 def settle_garbage_collector() -> None:
     """Move what start-up built (about 100,000 objects of config, libraries and compiled routes) out of the
     collector's sight and let the young generation grow: full collections otherwise scan all of it every few
-    hundred requests, which measured as a quarter of the CPU and most of the p99 under load."""
+    hundred requests, and a full collection stalls every request waiting on the loop."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 50, 100)

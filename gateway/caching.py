@@ -27,8 +27,8 @@ def build_store(settings: Settings, on_redis_error: Callable[[BaseException], No
 
 def cache_options(spec: CacheSpec) -> CacheOptions:
     return CacheOptions(
-        ttl=spec.ttl,
-        force_ttl=spec.ttl if spec.force else None,
+        default_lifetime=spec.ttl,
+        forced_lifetime=spec.ttl if spec.force else None,
         stale_while_revalidate=spec.stale_while_revalidate,
         stale_if_error=spec.stale_if_error,
         keep=spec.keep,

@@ -19,9 +19,10 @@ from gateway.gather import Call, Outcome, gather
 from gateway.headers import NO_RULES, Field, upstream_request_headers
 from gateway.templates import PCHAR_SAFE, Template
 from gateway.upstreams import Upstream, UpstreamTimeout
+from middleware.internal import call_internal
 from middleware.problem import problem_response
 from middleware.tracing import PROPAGATION_FIELDS
-from middleware.types import ASGIApp, Header, Message, RawHeaders, Receive, Scope, Send
+from middleware.types import ASGIApp, Header, RawHeaders, Receive, Scope, Send
 
 _QUERY_VALUE_SAFE = "!$'()*+,;:@-._~/?"
 _parse = msgspec.json.Decoder().decode
@@ -152,7 +153,7 @@ class FanoutHandler:
             target = render(call.template, scope.get("path_params", {}), query, answers)
             forward = self._forwarded[call.name]
             if call.cache is not None:
-                status, headers, body = await call_app(call.cache, _call_scope(scope, call, target, forward))
+                status, headers, body = await call_internal(call.cache, _call_scope(scope, call, target, forward))
             else:
                 fields = prepared.get((call.upstream.host, forward))
                 if fields is None:
@@ -191,7 +192,7 @@ class FanoutHandler:
                 for name, outcome in outcomes.items()
             ]
             body = b"{" + b",".join(members) + b"}"
-        # plain ASGI messages: a Starlette Response would cost twice as much to build and send (measured)
+        # plain ASGI messages: the answer is built once and whole, so no Response object is needed
         headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
         if failed:
             headers.append((b"gateway-partial", ", ".join(failed).encode("latin-1")))
@@ -267,32 +268,3 @@ def _call_scope(scope: Scope, call: FanoutCall, target: str, forward: frozenset[
         "path_params": {},
         "state": {},
     }
-
-
-async def call_app(app: ASGIApp, scope: Scope) -> tuple[int, Sequence[Header], bytes]:
-    """Run an ASGI app for one bodiless request and collect its answer."""
-    status = 500
-    headers: RawHeaders = []
-    chunks: list[bytes] = []
-    requested = False
-    complete = asyncio.Event()
-
-    async def receive() -> Message:
-        nonlocal requested
-        if not requested:
-            requested = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await complete.wait()  # an app watching for a disconnect sees one only after it answered
-        return {"type": "http.disconnect"}
-
-    async def send(message: Message) -> None:
-        nonlocal status, headers
-        if message["type"] == "http.response.start":
-            status, headers = message["status"], list(message.get("headers", []))
-        elif message["type"] == "http.response.body":
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                complete.set()
-
-    await app(scope, receive, send)
-    return status, headers, b"".join(chunks)

@@ -1,8 +1,8 @@
 """Logging for `gateway run`, and the access log: one line per request on stdout, instead of the server's.
 
 Access lines skip the logging machinery (a record, handler locks and a flush per request) and stdout's own
-object, which PYTHONUNBUFFERED (set in most container images) turns into a system call per line: together
-about 25 µs a request. They go into a buffer of their own on stdout's file descriptor, flushed every second.
+object, which PYTHONUNBUFFERED (set in most container images) turns into a system call per line.
+They go into a buffer of their own on stdout's file descriptor, flushed every second.
 """
 
 import asyncio

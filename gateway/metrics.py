@@ -24,17 +24,13 @@ from gateway.series import Count, CounterFamily, Series, Tally, Timing
 from gateway.target_metrics import TargetMetrics
 from gateway.upstreams import Body, Transport, UpstreamError, UpstreamResponse
 from gateway.websocket import SessionStats
+from gateway.wrapped import WrappedTransport
+from middleware.state import RequestState
 from middleware.types import Scope
 
 UNMATCHED = "(unmatched)"
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _STATUS_CLASSES = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
-_ERROR_KINDS = {
-    "UpstreamTimeout": "timeout",
-    "UpstreamDisconnected": "disconnected",
-    "UpstreamUnreachable": "unreachable",
-    "UpstreamBadResponse": "bad_response",
-}
 
 
 class Metrics:
@@ -139,7 +135,7 @@ class RequestMetrics:
         children = self._requests.get((route, method, status)) or self._request_children(route, method, status)
         children[0].inc()
         children[1].observe(duration)
-        state = scope.get("state")
+        state: RequestState | None = scope.get("state")
         if not state:
             return
         cache_status = state.get("cache_status")
@@ -174,21 +170,15 @@ class RequestMetrics:
         return children
 
 
-class MeteredTransport:
+class MeteredTransport(WrappedTransport):
     """Counts each upstream call by outcome (status class, or the kind of failure) and times it."""
 
     def __init__(self, inner: Transport, *, upstream: str, metrics: Metrics) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.upstream = upstream
         self.metrics = metrics
         self._timed = metrics.upstream_duration.labels(upstream)
         self._counted: dict[str, Count] = {}  # outcome -> labelled child
-
-    async def start(self) -> None:
-        await self.inner.start()
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
     async def send(
         self, method: str, url: str, headers: list[Field], body: Body, *, deadline: float | None = None
@@ -197,7 +187,7 @@ class MeteredTransport:
         try:
             response = await self.inner.send(method, url, headers, body, deadline=deadline)
         except UpstreamError as exc:
-            self._count(_ERROR_KINDS.get(type(exc).__name__, "error"))
+            self._count(exc.kind)
             raise
         finally:
             self._timed.observe(time.perf_counter() - started)

@@ -26,6 +26,7 @@ from gateway.upstreams import (
 )
 from middleware.flags import flag_resolutions
 from middleware.problem import problem_response
+from middleware.state import RequestState
 from middleware.types import RawHeaders
 
 logger = logging.getLogger("gateway.proxy")
@@ -147,7 +148,8 @@ class ProxyHandler:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         upstream = self.steered(scope) if self.steering else self.upstream
-        scope.setdefault("state", {})["upstream"] = upstream.name  # for spans and the access log
+        state: RequestState = scope.setdefault("state", {})
+        state["upstream"] = upstream.name  # for spans and the access log
         headers: RawHeaders = scope["headers"]
         body: Body
         try:

@@ -1,11 +1,10 @@
 """Counters and histograms for one worker, updated without locks, exposed through prometheus-client.
 
-prometheus-client guards every update with a lock and checks the metric's state on each call: the four
-updates of a proxied request (request count and duration, upstream count and duration) cost ~4 % of its
-CPU (measured). With one worker the event loop is the only writer, so a plain count does: these families
-keep plain numbers and hand them to the registry as custom collectors when it is scraped (without the
-`_created` samples). Several workers use prometheus-client's own metrics, whose multiprocess mode adds up
-every worker's files.
+prometheus-client guards every update with a lock and checks the metric's state on each call, for each of
+the four updates of a proxied request (request count and duration, upstream count and duration). With one
+worker the event loop is the only writer, so a plain count does: these families keep plain numbers and
+hand them to the registry as custom collectors when it is scraped (without the `_created` samples).
+Several workers use prometheus-client's own metrics, whose multiprocess mode adds up every worker's files.
 """
 
 from abc import abstractmethod

@@ -20,6 +20,7 @@ from opentelemetry.util.types import AttributeValue
 from config.settings import OtelSettings
 from gateway.headers import Field
 from gateway.upstreams import Body, Transport, UpstreamError, UpstreamResponse
+from gateway.wrapped import WrappedTransport
 from middleware.tracing import PROPAGATION_FIELDS
 from middleware.types import Scope
 
@@ -63,19 +64,13 @@ def server_span_attributes(scope: Scope) -> Mapping[str, AttributeValue]:
     return attributes
 
 
-class TracedTransport:
+class TracedTransport(WrappedTransport):
     """A client span (HTTP client semantic conventions) around each request a transport sends."""
 
     def __init__(self, inner: Transport, *, upstream: str, tracer_provider: trace.TracerProvider) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.upstream = upstream
         self.tracer = tracer_provider.get_tracer(TRACER_NAME)
-
-    async def start(self) -> None:
-        await self.inner.start()
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
     async def send(
         self, method: str, url: str, headers: list[Field], body: Body, *, deadline: float | None = None

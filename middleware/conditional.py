@@ -18,6 +18,7 @@ from starlette.datastructures import Headers
 
 from middleware.etags import ANY, EntityTag, generate_etag, parse_etag, parse_etag_list, strong_match, weak_match
 from middleware.httpdates import parse_http_date
+from middleware.internal import empty_receive
 from middleware.problem import problem_response
 from middleware.types import ASGIApp, Header, Message, RawHeaders, Receive, Scope, Send
 
@@ -241,7 +242,7 @@ class ConditionalMiddleware:
             "headers": [(name, value) for name, value in scope["headers"] if name not in _NOT_FOR_INTERNAL_GET],
         }
         current = _CurrentRepresentation(self.tagging)
-        await current.run(self.app, internal_get, current.receive, stoppable=True)
+        await current.run(self.app, internal_get, empty_receive(current.done.wait), stoppable=True)
         if self.preconditions == "auto" and current.own_etag:
             await self.app(scope, receive, send)
             return
@@ -420,16 +421,7 @@ class _CurrentRepresentation(_Interception):
         super().__init__(tagging)
         self.validators: Validators | None = None
         self.own_etag = False
-        self.requested = False
-        self.done = anyio.Event()
-
-    async def receive(self) -> Message:
-        """An empty request body, then a disconnect once the answer is known (apps may listen for one)."""
-        if not self.requested:
-            self.requested = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await self.done.wait()
-        return {"type": "http.disconnect"}
+        self.done = anyio.Event()  # the answer is known
 
     async def send(self, message: Message) -> None:
         if self.settled:

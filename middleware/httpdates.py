@@ -1,4 +1,5 @@
-"""HTTP-date (RFC 9110 §5.6.7): strict parsing of its three formats, formatting as IMF-fixdate.
+"""HTTP-date (RFC 9110 §5.6.7): strict parsing of its three formats, formatting as IMF-fixdate. The one place
+the package reads or writes a date, as a datetime or as seconds since the epoch (the cache's arithmetic).
 
 `email.utils.parsedate_to_datetime` is not used for parsing: it accepts what is not an HTTP-date (numeric
 zones, a missing zone, the first of two comma-joined dates) and returns naive datetimes for asctime, while
@@ -10,7 +11,7 @@ import re
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
-__all__ = ["format_http_date", "parse_http_date"]
+__all__ = ["format_http_date", "format_http_timestamp", "http_date_seconds", "parse_http_date"]
 
 _MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _MONTHS = {name: number for number, name in enumerate(_MONTH_NAMES, 1)}
@@ -57,3 +58,14 @@ def format_http_date(moment: datetime) -> str:
     if moment.tzinfo is None:
         raise ValueError("an HTTP-date needs an aware datetime; a naive one has no defined instant")
     return format_datetime(moment.astimezone(UTC).replace(microsecond=0), usegmt=True)
+
+
+def http_date_seconds(value: str) -> float | None:
+    """Seconds since the epoch of an HTTP-date, or None for anything `parse_http_date` refuses."""
+    moment = parse_http_date(value)
+    return None if moment is None else moment.timestamp()
+
+
+def format_http_timestamp(seconds: float) -> str:
+    """IMF-fixdate of seconds since the epoch."""
+    return format_http_date(datetime.fromtimestamp(seconds, UTC))

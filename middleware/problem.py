@@ -1,10 +1,12 @@
 """RFC 9457 problem details: the one shape every error the gateway itself produces takes."""
 
+import time
 from collections.abc import Mapping
-from email.utils import formatdate
 from http import HTTPStatus
 
 from starlette.responses import JSONResponse
+
+from middleware.httpdates import format_http_timestamp
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 
@@ -23,5 +25,5 @@ def problem_response(
         body["detail"] = detail
     body.update(extensions)
     response = JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
-    response.headers.setdefault("date", formatdate(usegmt=True))
+    response.headers.setdefault("date", format_http_timestamp(time.time()))
     return response

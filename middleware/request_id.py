@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 
+from middleware.state import RequestState
 from middleware.types import ASGIApp, Header, Message, RawHeaders, Receive, Scope, Send
 
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
@@ -54,7 +55,8 @@ def take_request_id(scope: Scope, header: bytes, generator: Callable[[], str] = 
         encoded = value.encode("latin-1")
         kept = headers if incoming is None else [field for field in headers if field[0] != header]
         scope["headers"] = [*kept, (header, encoded)]
-    scope.setdefault("state", {})["request_id"] = value
+    state: RequestState = scope.setdefault("state", {})
+    state["request_id"] = value
     return encoded
 
 

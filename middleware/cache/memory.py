@@ -61,7 +61,9 @@ class MemoryStore:
         self._slots.move_to_end(key)
         return slot.record
 
-    async def put(self, url: UrlKey, records: Sequence[tuple[str, Record]], *, ttl: float, tags: Sequence[str]) -> None:
+    async def put(
+        self, url: UrlKey, records: Sequence[tuple[str, Record]], *, retention: float, tags: Sequence[str]
+    ) -> None:
         now = self._clock()
         group = self._groups.get(url.digest)
         if group is None:
@@ -71,7 +73,7 @@ class MemoryStore:
             if size > self.max_bytes:
                 continue
             key = (url.digest, variant)
-            expires = now + ttl
+            expires = now + retention
             previous = self._slots.get(key)
             if previous is not None:
                 if isinstance(record, VaryIndex):  # an index outlives the variants it points to
@@ -105,7 +107,7 @@ class MemoryStore:
         digests = self._tags.pop(tag, set())
         return sum([await self.delete(self._groups[digest].url) for digest in digests if digest in self._groups])
 
-    async def acquire(self, url: UrlKey, variant: str, ttl: float) -> str | None:
+    async def acquire(self, url: UrlKey, variant: str, lease: float) -> str | None:
         return ""
 
     async def release(self, url: UrlKey, variant: str, token: str) -> None:

@@ -2,7 +2,7 @@
 refreshes it. No I/O here; middleware.py drives these.
 
 Decisions this cache makes where the RFC leaves room:
-- `force_ttl` is the route overriding the upstream's freshness (including `no-cache` and
+- `forced_lifetime` is the route overriding the upstream's freshness (including `no-cache` and
   `must-revalidate`), never its privacy: `no-store`, `private`, `Authorization`, `Set-Cookie` and
   `Vary: *` still keep a response out.
 - Qualified `private="..."` and `no-cache="..."` are treated as unqualified (§5.2.2.4, §5.2.2.7 allow it).
@@ -11,17 +11,19 @@ Decisions this cache makes where the RFC leaves room:
   response still applies: the origin asked for both, as CDNs read it.
 - With `cache_set_cookie`, a response carrying `Set-Cookie` is stored without it (§7.3 warns that the
   field does not inhibit caching): the cookie reaches the client that caused it, and nobody else.
-- The route's `ttl` is the heuristic lifetime (§4.2.2) for heuristically cacheable status codes.
+- The route's `default_lifetime` is the heuristic lifetime (§4.2.2) for heuristically cacheable status codes.
 """
 
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from email.utils import formatdate, mktime_tz, parsedate_tz
 
 from middleware.cache.cachecontrol import delta_seconds, parse_cache_control
 from middleware.cache.keys import KeyRules, vary_fields
 from middleware.cache.store import StoredResponse
+from middleware.etags import parse_etag, weak_match
+from middleware.hopbyhop import HOP_BY_HOP, named_by_connection
+from middleware.httpdates import format_http_timestamp, http_date_seconds
 from middleware.types import Header
 
 __all__ = [
@@ -37,22 +39,13 @@ __all__ = [
 HEURISTIC_STATUSES = frozenset({200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501})
 
 # RFC 9111 §3.1: never stored. Age is recomputed on every answer.
-_UNSTORED = frozenset(
-    {
-        b"connection",
-        b"proxy-connection",
-        b"keep-alive",
-        b"te",
-        b"transfer-encoding",
-        b"upgrade",
-        b"trailer",
-        b"proxy-authenticate",
-        b"proxy-authentication-info",
-        b"proxy-authorization",
-        b"age",
-        b"set-cookie",
-    }
-)
+_UNSTORED = HOP_BY_HOP | {
+    b"proxy-authenticate",
+    b"proxy-authentication-info",
+    b"proxy-authorization",
+    b"age",
+    b"set-cookie",
+}
 # RFC 9111 §3.2: a 304 never changes these on the stored response.
 _NOT_REFRESHED = _UNSTORED | {b"content-length", b"content-encoding", b"content-range", b"vary"}
 _TAG_SEPARATORS = re.compile(r"[\s,]+")
@@ -62,8 +55,8 @@ _TAG_SEPARATORS = re.compile(r"[\s,]+")
 class CacheOptions:
     """A route's cache settings. Seconds throughout; 0 turns a window off.
 
-    ttl                     lifetime for responses that state none but are cacheable by status (heuristic)
-    force_ttl               lifetime that overrides whatever the upstream says (None: follow the upstream)
+    default_lifetime        freshness for responses that state none but are cacheable by status (heuristic)
+    forced_lifetime         freshness that overrides whatever the upstream says (None: follow the upstream)
     stale_while_revalidate  serve a stale entry while one background request refreshes it
     stale_if_error          serve a stale entry when the upstream raises, answers 5xx, or exceeds error_timeout
     keep                    keep a stale entry that has validators this long, to revalidate it with a 304
@@ -77,8 +70,8 @@ class CacheOptions:
     name                    this cache's name in Cache-Status (RFC 9211)
     """
 
-    ttl: float = 0.0
-    force_ttl: float | None = None
+    default_lifetime: float = 0.0
+    forced_lifetime: float | None = None
     stale_while_revalidate: float = 0.0
     stale_if_error: float = 0.0
     keep: float = 0.0
@@ -92,11 +85,11 @@ class CacheOptions:
     name: str = "gateway"
 
     def __post_init__(self) -> None:
-        for name in ("ttl", "stale_while_revalidate", "stale_if_error", "keep"):
+        for name in ("default_lifetime", "stale_while_revalidate", "stale_if_error", "keep"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be zero or more seconds, got {getattr(self, name)}")
-        if self.force_ttl is not None and not self.force_ttl > 0:
-            raise ValueError(f"force_ttl must be positive, got {self.force_ttl}")
+        if self.forced_lifetime is not None and not self.forced_lifetime > 0:
+            raise ValueError(f"forced_lifetime must be positive, got {self.forced_lifetime}")
         if self.error_timeout is not None and not self.error_timeout > 0:
             raise ValueError(f"error_timeout must be positive, got {self.error_timeout}")
         if not self.lock_timeout > 0:
@@ -119,7 +112,7 @@ class Storable:
     stale_if_error: float
     vary: tuple[str, ...]
     tags: tuple[str, ...]
-    ttl: float  # how long the store should keep it: remaining freshness plus the longest stale window
+    retention: float  # how long the store keeps it: remaining freshness plus the longest stale window
     request_time: float
     response_time: float
 
@@ -139,17 +132,6 @@ class Storable:
             vary=tuple(zip(self.vary, vary_values, strict=True)),
             tags=self.tags,
         )
-
-
-def http_date(value: str) -> float | None:
-    """Seconds since the epoch of an HTTP-date (RFC 9110 §5.6.7), or None when unreadable."""
-    parsed = parsedate_tz(value)
-    if parsed is None:
-        return None
-    try:
-        return float(mktime_tz(parsed))
-    except (OverflowError, ValueError):
-        return None
 
 
 def _index(headers: Iterable[Header]) -> dict[bytes, list[str]]:
@@ -199,31 +181,34 @@ def assess(
         return "no-freshness"
 
     date = next(iter(fields.get(b"date", ())), None)
-    date_value = http_date(date) if date is not None else None
-    if options.force_ttl is not None:
-        lifetime: float = options.force_ttl
+    date_value = http_date_seconds(date) if date is not None else None
+    if options.forced_lifetime is not None:
+        lifetime: float = options.forced_lifetime
     elif "no-cache" in directives:
         lifetime = 0.0
     elif (max_age := _max_age(directives)) is not None:
         lifetime = max_age
     elif expires is not None:
-        expires_value = http_date(expires)  # an invalid Expires means already expired (§5.3)
+        expires_value = http_date_seconds(expires)  # an invalid Expires means already expired (§5.3)
         base = date_value if date_value is not None else response_time
         lifetime = 0.0 if expires_value is None else max(expires_value - base, 0.0)
     else:
-        lifetime = options.ttl
+        lifetime = options.default_lifetime
 
     swr, sie = _stale_windows(directives, options)
     validated = b"etag" in fields or b"last-modified" in fields
     initial_age = _initial_age(next(iter(fields.get(b"age", ())), None), date_value, request_time, response_time)
-    ttl = max(lifetime - initial_age, 0.0) + max(swr, sie, options.keep if validated else 0.0)
-    if ttl <= 0:
+    retention = max(lifetime - initial_age, 0.0) + max(swr, sie, options.keep if validated else 0.0)
+    if retention <= 0:
         return "stale"
 
-    unstored = _UNSTORED | _hop_by_hop(fields.get(b"connection", ()))
+    connection = fields.get(b"connection")
+    unstored = (
+        _UNSTORED | named_by_connection(value.encode("latin-1") for value in connection) if connection else _UNSTORED
+    )
     stored = [(key, value) for key, value in headers if key not in unstored]
     if date is None:  # RFC 9110 §6.6.1: a cache adds the Date a response lacks
-        stored.append((b"date", formatdate(response_time, usegmt=True).encode()))
+        stored.append((b"date", format_http_timestamp(response_time).encode()))
     tags: tuple[str, ...] = ()
     if options.tags_header is not None:
         raw_tags = fields.get(options.tags_header.lower().encode("latin-1"), ())
@@ -237,7 +222,7 @@ def assess(
         stale_if_error=sie,
         vary=varied,
         tags=tags,
-        ttl=ttl,
+        retention=retention,
         request_time=request_time,
         response_time=response_time,
     )
@@ -251,7 +236,7 @@ def _max_age(directives: dict[str, str | None]) -> int | None:
 
 def _stale_windows(directives: dict[str, str | None], options: CacheOptions) -> tuple[float, float]:
     """stale-while-revalidate and stale-if-error (RFC 5861): the upstream's, else the route's."""
-    if options.force_ttl is not None:
+    if options.forced_lifetime is not None:
         return options.stale_while_revalidate, options.stale_if_error
     if "must-revalidate" in directives or "proxy-revalidate" in directives or "no-cache" in directives:
         return 0.0, 0.0
@@ -264,12 +249,6 @@ def _stale_windows(directives: dict[str, str | None], options: CacheOptions) -> 
         explicit = delta_seconds(directives, name)
         windows.append(float(explicit) if explicit is not None else 0.0 if implied_revalidate else default)
     return windows[0], windows[1]
-
-
-def _hop_by_hop(connection: Iterable[str]) -> frozenset[bytes]:
-    """Fields a Connection header names (RFC 9110 §7.6.1) are not stored either."""
-    named = (name.strip().lower() for value in connection for name in value.split(","))
-    return frozenset(name.encode("latin-1") for name in named if name)
 
 
 def _initial_age(age: str | None, date_value: float | None, request_time: float, response_time: float) -> float:
@@ -297,7 +276,8 @@ def same_validator(entry: StoredResponse, not_modified: Sequence[Header]) -> boo
     new_etag = _first(not_modified, b"etag")
     if new_etag is not None:
         old_etag = _first(entry.headers, b"etag")
-        return old_etag is not None and old_etag.strip().removeprefix("W/") == new_etag.strip().removeprefix("W/")
+        new, old = parse_etag(new_etag), None if old_etag is None else parse_etag(old_etag)
+        return new is not None and old is not None and weak_match(old, new)
     new_modified = _first(not_modified, b"last-modified")
     old_modified = _first(entry.headers, b"last-modified")
     return new_modified is None or old_modified is None or new_modified.strip() == old_modified.strip()
@@ -306,11 +286,9 @@ def same_validator(entry: StoredResponse, not_modified: Sequence[Header]) -> boo
 def refreshed_headers(entry: StoredResponse, not_modified: Sequence[Header], response_time: float) -> list[Header]:
     """The stored header fields updated by a 304 (RFC 9111 §3.2): fields it carries replace stored ones.
     A 304 without Date gets one (RFC 9110 §6.6.1), so the refreshed entry's age starts again."""
-    excluded = _NOT_REFRESHED | _hop_by_hop(
-        value.decode("latin-1") for key, value in not_modified if key == b"connection"
-    )
+    excluded = _NOT_REFRESHED | named_by_connection(value for key, value in not_modified if key == b"connection")
     updates = [(key, value) for key, value in not_modified if key not in excluded]
     if not any(key == b"date" for key, _ in updates):
-        updates.append((b"date", formatdate(response_time, usegmt=True).encode()))
+        updates.append((b"date", format_http_timestamp(response_time).encode()))
     replaced = {key for key, _ in updates}
     return [(key, value) for key, value in entry.headers if key not in replaced] + updates

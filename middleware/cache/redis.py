@@ -1,7 +1,7 @@
 """A store shared by every replica, on redis.asyncio (a single server or a Redis Cluster).
 
 Layout under `prefix`, for a URL with digest D and raw path P:
-    {D}:<variant>   a packed record, PX = its ttl             (one GET per hit)
+    {D}:<variant>   a packed record, PX = its retention        (one GET per hit)
     {D}#P           set of that URL's record keys              (invalidation; SCAN MATCH for prefixes)
     {D}!<variant>   fill lock, SET NX PX                       (coalescing across replicas)
     tag:<tag>       set of the `{D}#P` names tagged with <tag>
@@ -112,8 +112,10 @@ class RedisStore:
         raw = await self._run(lambda: self._client.get(self._record(url, variant)), None)
         return None if raw is None or isinstance(raw, str) else unpack(raw)
 
-    async def put(self, url: UrlKey, records: Sequence[tuple[str, Record]], *, ttl: float, tags: Sequence[str]) -> None:
-        px = max(int(ttl * 1000), 1)
+    async def put(
+        self, url: UrlKey, records: Sequence[tuple[str, Record]], *, retention: float, tags: Sequence[str]
+    ) -> None:
+        px = max(int(retention * 1000), 1)
         members = self._members(url)
 
         async def write() -> None:
@@ -158,10 +160,10 @@ class RedisStore:
 
         return await self._admin(purge, limit=self._purge_timeout)
 
-    async def acquire(self, url: UrlKey, variant: str, ttl: float) -> str | None:
+    async def acquire(self, url: UrlKey, variant: str, lease: float) -> str | None:
         token = secrets.token_hex(8)
         lock = self._lock(url, variant)
-        acquired = await self._run(lambda: self._client.set(lock, token, nx=True, px=max(int(ttl * 1000), 1)), None)
+        acquired = await self._run(lambda: self._client.set(lock, token, nx=True, px=max(int(lease * 1000), 1)), None)
         if acquired:
             return token
         return None if self._breaker.closed else ""  # Redis failing: fill without a shared lock, never wait

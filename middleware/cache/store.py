@@ -141,8 +141,10 @@ class CacheStore(Protocol):
 
     async def get(self, url: UrlKey, variant: str) -> Record | None: ...
 
-    async def put(self, url: UrlKey, records: Sequence[tuple[str, Record]], *, ttl: float, tags: Sequence[str]) -> None:
-        """Write records of one URL together; they expire after `ttl` seconds (an index is kept at least
+    async def put(
+        self, url: UrlKey, records: Sequence[tuple[str, Record]], *, retention: float, tags: Sequence[str]
+    ) -> None:
+        """Write records of one URL together; they are kept `retention` seconds (an index is kept at least
         as long as the longest-lived variant written after it)."""
 
     async def delete(self, url: UrlKey) -> int:
@@ -152,7 +154,7 @@ class CacheStore(Protocol):
 
     async def purge_tag(self, tag: str) -> int: ...
 
-    async def acquire(self, url: UrlKey, variant: str, ttl: float) -> str | None: ...
+    async def acquire(self, url: UrlKey, variant: str, lease: float) -> str | None: ...
 
     async def release(self, url: UrlKey, variant: str, token: str) -> None: ...
 

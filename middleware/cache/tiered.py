@@ -32,12 +32,14 @@ class TieredStore:
         if record is None:
             record = await self.l2.get(url, variant)
             if record is not None:
-                await self.l1.put(url, [(variant, record)], ttl=self.l1_ttl, tags=())
+                await self.l1.put(url, [(variant, record)], retention=self.l1_ttl, tags=())
         return record
 
-    async def put(self, url: UrlKey, records: Sequence[tuple[str, Record]], *, ttl: float, tags: Sequence[str]) -> None:
-        await self.l1.put(url, records, ttl=min(ttl, self.l1_ttl), tags=tags)
-        await self.l2.put(url, records, ttl=ttl, tags=tags)
+    async def put(
+        self, url: UrlKey, records: Sequence[tuple[str, Record]], *, retention: float, tags: Sequence[str]
+    ) -> None:
+        await self.l1.put(url, records, retention=min(retention, self.l1_ttl), tags=tags)
+        await self.l2.put(url, records, retention=retention, tags=tags)
 
     async def delete(self, url: UrlKey) -> int:
         await self.l1.delete(url)
@@ -51,8 +53,8 @@ class TieredStore:
         await self.l1.purge_tag(tag)
         return await self.l2.purge_tag(tag)
 
-    async def acquire(self, url: UrlKey, variant: str, ttl: float) -> str | None:
-        return await self.l2.acquire(url, variant, ttl)
+    async def acquire(self, url: UrlKey, variant: str, lease: float) -> str | None:
+        return await self.l2.acquire(url, variant, lease)
 
     async def release(self, url: UrlKey, variant: str, token: str) -> None:
         await self.l2.release(url, variant, token)

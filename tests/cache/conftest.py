@@ -135,8 +135,10 @@ class ObservedStore:
         self._check()
         return record
 
-    async def put(self, url: UrlKey, records: Sequence[tuple[str, Record]], *, ttl: float, tags: Sequence[str]) -> None:
-        await self.inner.put(url, records, ttl=ttl, tags=tags)
+    async def put(
+        self, url: UrlKey, records: Sequence[tuple[str, Record]], *, retention: float, tags: Sequence[str]
+    ) -> None:
+        await self.inner.put(url, records, retention=retention, tags=tags)
 
     async def delete(self, url: UrlKey) -> int:
         return await self.inner.delete(url)
@@ -147,8 +149,8 @@ class ObservedStore:
     async def purge_tag(self, tag: str) -> int:
         return await self.inner.purge_tag(tag)
 
-    async def acquire(self, url: UrlKey, variant: str, ttl: float) -> str | None:
-        return await self.inner.acquire(url, variant, ttl)
+    async def acquire(self, url: UrlKey, variant: str, lease: float) -> str | None:
+        return await self.inner.acquire(url, variant, lease)
 
     async def release(self, url: UrlKey, variant: str, token: str) -> None:
         await self.inner.release(url, variant, token)

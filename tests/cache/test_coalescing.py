@@ -145,9 +145,9 @@ class FilledMeanwhile(ObservedStore):
         super().__init__(inner)
         self.landed = landed
 
-    async def acquire(self, url: UrlKey, variant: str, ttl: float) -> str | None:
-        await self.inner.put(url, [(variant, self.landed)], ttl=60, tags=())
-        return await super().acquire(url, variant, ttl)
+    async def acquire(self, url: UrlKey, variant: str, lease: float) -> str | None:
+        await self.inner.put(url, [(variant, self.landed)], retention=60, tags=())
+        return await super().acquire(url, variant, lease)
 
 
 async def test_an_answer_that_landed_before_the_lock_is_used(

@@ -148,29 +148,29 @@ async def test_set_cookie_responses_are_stored_without_the_cookie_when_allowed(m
 
 
 @pytest.mark.parametrize(
-    ("headers", "options", "ttl"),
+    ("headers", "options", "lifetime"),
     [
         ({"cache-control": "s-maxage=30, max-age=60"}, {}, 30),
         ({"cache-control": "max-age=60"}, {}, 60),
         ({"expires": "Tue, 14 Nov 2023 22:15:20 GMT", "date": "Tue, 14 Nov 2023 22:13:20 GMT"}, {}, 120),
-        ({}, {"ttl": 15}, 15),
-        ({"cache-control": "max-age=60"}, {"force_ttl": 300}, 300),
-        ({"cache-control": "no-cache"}, {"force_ttl": 300}, 300),
+        ({}, {"default_lifetime": 15}, 15),
+        ({"cache-control": "max-age=60"}, {"forced_lifetime": 300}, 300),
+        ({"cache-control": "no-cache"}, {"forced_lifetime": 300}, 300),
     ],
     ids=["s-maxage-first", "max-age", "expires-minus-date", "route-default", "forced", "forced-over-no-cache"],
 )
 async def test_freshness_lifetime(
-    make_cache: CacheFactory, headers: dict[str, str], options: dict[str, float], ttl: int
+    make_cache: CacheFactory, headers: dict[str, str], options: dict[str, float], lifetime: int
 ) -> None:
     """RFC 9111 §4.2.1: s-maxage, then max-age, then Expires, then the route default; force wins."""
     upstream = Upstream(headers)
     async with client_for(make_cache(upstream, **options)) as client:
         await client.get("/a")
         second = await client.get("/a")
-    assert (upstream.hits, second.headers["cache-status"]) == (1, f"gateway; hit; ttl={ttl}")
+    assert (upstream.hits, second.headers["cache-status"]) == (1, f"gateway; hit; ttl={lifetime}")
 
 
-async def test_without_freshness_or_route_ttl_nothing_is_stored(make_cache: CacheFactory) -> None:
+async def test_without_freshness_or_route_default_nothing_is_stored(make_cache: CacheFactory) -> None:
     upstream = Upstream({})
     async with client_for(make_cache(upstream)) as client:
         await client.get("/a")
@@ -180,7 +180,7 @@ async def test_without_freshness_or_route_ttl_nothing_is_stored(make_cache: Cach
 
 async def test_server_errors_are_not_stored_by_default(make_cache: CacheFactory) -> None:
     upstream = Upstream({}, status=500)
-    async with client_for(make_cache(upstream, ttl=60)) as client:
+    async with client_for(make_cache(upstream, default_lifetime=60)) as client:
         await client.get("/a")
         second = await client.get("/a")
     assert (upstream.hits, second.status_code) == (2, 500)

@@ -53,7 +53,7 @@ def store(redis_client: redis.asyncio.Redis, redis_prefix: str) -> RedisStore:
 
 async def test_records_round_trip_binary_safe(store: RedisStore) -> None:
     stored = entry(BINARY, vary=(("accept", "text/html"), ("accept-language", None)), tags=("a", "b"))
-    await store.put(URL, [("h", stored)], ttl=60, tags=())
+    await store.put(URL, [("h", stored)], retention=60, tags=())
     assert await store.get(URL, "h") == stored
     assert await store.get(URL, "other") is None
 
@@ -61,8 +61,8 @@ async def test_records_round_trip_binary_safe(store: RedisStore) -> None:
 async def test_entries_expire_in_redis_and_an_index_keeps_its_longest_ttl(
     store: RedisStore, redis_client: redis.asyncio.Redis, redis_prefix: str
 ) -> None:
-    await store.put(URL, [("h", VaryIndex(("accept",))), ("h.1", entry())], ttl=100, tags=())
-    await store.put(URL, [("h", VaryIndex(("accept",))), ("h.2", entry())], ttl=10, tags=())
+    await store.put(URL, [("h", VaryIndex(("accept",))), ("h.1", entry())], retention=100, tags=())
+    await store.put(URL, [("h", VaryIndex(("accept",))), ("h.2", entry())], retention=10, tags=())
     base = f"{redis_prefix}{{{URL.digest}}}"
     index, long_lived, short_lived = [await redis_client.pttl(f"{base}:{v}") for v in ("h", "h.1", "h.2")]
     assert 90_000 < index <= 100_000
@@ -76,7 +76,7 @@ async def test_a_urls_keys_share_one_cluster_slot(
 ) -> None:
     """The hash tag keeps an entry, its index, its member set and its lock in one slot, so the write
     transaction and the invalidation work on Redis Cluster."""
-    await store.put(URL, [("h", VaryIndex(("accept",))), ("h.1", entry())], ttl=60, tags=("t",))
+    await store.put(URL, [("h", VaryIndex(("accept",))), ("h.1", entry())], retention=60, tags=("t",))
     token = await store.acquire(URL, "h.1", 5)
     keys = [key async for key in redis_client.scan_iter(match=f"{redis_prefix}{{*")]
     assert token
@@ -97,10 +97,10 @@ async def test_purges(store: RedisStore) -> None:
     star = url_key_for("http://test/st*r/1", KeyRules())
     plain = url_key_for("http://test/stair/1", KeyRules())
     for url in users:
-        await store.put(url, [("h", entry())], ttl=60, tags=("users", url.path))
-    await store.put(orders, [("h", VaryIndex(("accept",))), ("h.1", entry()), ("h.2", entry())], ttl=60, tags=())
-    await store.put(star, [("h", entry())], ttl=60, tags=())
-    await store.put(plain, [("h", entry())], ttl=60, tags=())
+        await store.put(url, [("h", entry())], retention=60, tags=("users", url.path))
+    await store.put(orders, [("h", VaryIndex(("accept",))), ("h.1", entry()), ("h.2", entry())], retention=60, tags=())
+    await store.put(star, [("h", entry())], retention=60, tags=())
+    await store.put(plain, [("h", entry())], retention=60, tags=())
 
     assert await store.purge_tag("/users/0") == 1
     assert await store.purge_prefix("/users/") == 2
@@ -126,7 +126,7 @@ async def test_wait_filled_sees_the_record_land(
 ) -> None:
     token = await store.acquire(URL, "h", 5)
     assert token
-    await store.put(URL, [("h", entry())], ttl=60, tags=())
+    await store.put(URL, [("h", entry())], retention=60, tags=())
     assert await store.wait_filled(URL, "h", 5) is True
 
 
@@ -244,7 +244,7 @@ async def test_frozen_redis_times_out_and_is_retried_after_the_cooldown(
 async def test_from_url_owns_its_client(redis_url: str, redis_prefix: str) -> None:
     store = RedisStore.from_url(redis_url, prefix=redis_prefix)
     try:
-        await store.put(URL, [("h", entry())], ttl=5, tags=())
+        await store.put(URL, [("h", entry())], retention=5, tags=())
         assert await store.get(URL, "h") == entry()
         assert await store.delete(URL) == 1
     finally:

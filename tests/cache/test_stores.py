@@ -79,24 +79,24 @@ def test_age_is_initial_age_plus_residence() -> None:
 async def test_memory_store_evicts_least_recently_used_by_bytes() -> None:
     store = MemoryStore(max_bytes=3 * BASE.size)
     for url in (A, B, C):
-        await store.put(url, [("h", BASE)], ttl=60, tags=())
+        await store.put(url, [("h", BASE)], retention=60, tags=())
     assert await store.get(A, "h") == BASE  # A is now the most recently used
-    await store.put(C, [("h.x", BASE)], ttl=60, tags=())
+    await store.put(C, [("h.x", BASE)], retention=60, tags=())
     assert [await store.get(url, "h") is not None for url in (A, B, C)] == [True, False, True]
     assert store.size == 3 * BASE.size
 
 
 async def test_memory_store_skips_objects_larger_than_its_budget() -> None:
     store = MemoryStore(max_bytes=BASE.size - 1)
-    await store.put(A, [("h", BASE)], ttl=60, tags=("t",))
+    await store.put(A, [("h", BASE)], retention=60, tags=("t",))
     assert (await store.get(A, "h"), store.size, await store.purge_tag("t")) == (None, 0, 0)
 
 
 async def test_memory_store_expires_by_ttl() -> None:
     clock = Clock(0)
     store = MemoryStore(clock=clock)
-    await store.put(A, [("h", VaryIndex(("accept",))), ("h.1", BASE)], ttl=100, tags=())
-    await store.put(A, [("h", VaryIndex(("accept",))), ("h.2", BASE)], ttl=10, tags=())
+    await store.put(A, [("h", VaryIndex(("accept",))), ("h.1", BASE)], retention=100, tags=())
+    await store.put(A, [("h", VaryIndex(("accept",))), ("h.2", BASE)], retention=10, tags=())
     clock.advance(50)
     assert [await store.get(A, v) for v in ("h", "h.1", "h.2")] == [VaryIndex(("accept",)), BASE, None]
     clock.advance(50)
@@ -105,9 +105,9 @@ async def test_memory_store_expires_by_ttl() -> None:
 
 async def test_memory_store_purges_and_forgets_tags_of_evicted_entries() -> None:
     store = MemoryStore(max_bytes=2 * BASE.size)
-    await store.put(A, [("h", BASE)], ttl=60, tags=("first",))
-    await store.put(B, [("h", BASE)], ttl=60, tags=("second", "both"))
-    await store.put(C, [("h", BASE)], ttl=60, tags=("both",))  # evicts A
+    await store.put(A, [("h", BASE)], retention=60, tags=("first",))
+    await store.put(B, [("h", BASE)], retention=60, tags=("second", "both"))
+    await store.put(C, [("h", BASE)], retention=60, tags=("both",))  # evicts A
     assert await store.purge_tag("first") == 0
     assert await store.purge_prefix("/a/") == 1
     assert await store.purge_tag("both") == 1
@@ -123,7 +123,7 @@ async def test_tiered_store_serves_hot_keys_from_l1(redis_client: redis.asyncio.
     clock = Clock(0)
     l2 = RedisStore(redis_client, prefix=redis_prefix)
     store = TieredStore(l1=MemoryStore(clock=clock), l2=l2, l1_ttl=1)
-    await store.put(A, [("h", BASE)], ttl=60, tags=("t",))
+    await store.put(A, [("h", BASE)], retention=60, tags=("t",))
     await l2.delete(A)  # gone from Redis: a replica that still holds it in L1 serves it for l1_ttl
     assert await store.get(A, "h") == BASE
     clock.advance(2)
@@ -135,8 +135,8 @@ async def test_tiered_store_fills_l1_from_l2_and_purges_both(
 ) -> None:
     l1, l2 = MemoryStore(), RedisStore(redis_client, prefix=redis_prefix)
     store = TieredStore(l1=l1, l2=l2)
-    await l2.put(A, [("h", BASE)], ttl=60, tags=("t",))
-    await l2.put(B, [("h", replace(BASE, status=404))], ttl=60, tags=())
+    await l2.put(A, [("h", BASE)], retention=60, tags=("t",))
+    await l2.put(B, [("h", replace(BASE, status=404))], retention=60, tags=())
     assert await store.get(A, "h") == BASE
     assert await l1.get(A, "h") == BASE
     assert await store.get(B, "h") == replace(BASE, status=404)

@@ -8,6 +8,13 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.upstreams import (
+    UpstreamBadResponse,
+    UpstreamDisconnected,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
 from tests.gateway.conftest import TRUSTED_CLIENT, GatewayFactory, client_for
 from tests.servers import gateway_process, serve
 from tests.upstreams import Controllable, Origin
@@ -111,3 +118,18 @@ async def test_two_workers_add_up(tmp_path: Path) -> None:
                 text = (await client.get("/_gateway/metrics")).text
     assert value(text, "gateway_requests_total", route="/user/{id}", method="GET", status="2xx") == 40
     assert value(text, "gateway_upstream_requests_total", upstream="u", outcome="2xx") == 40
+
+
+@pytest.mark.parametrize(
+    ("error", "kind"),
+    [
+        (UpstreamError, "error"),
+        (UpstreamTimeout, "timeout"),
+        (UpstreamUnreachable, "unreachable"),
+        (UpstreamDisconnected, "disconnected"),
+        (UpstreamBadResponse, "bad_response"),
+    ],
+)
+def test_each_upstream_error_names_its_metric_kind(error: type[UpstreamError], kind: str) -> None:
+    """The `outcome` label of gateway_upstream_requests for a failed call; a subclass keeps its own."""
+    assert error("x").kind == kind

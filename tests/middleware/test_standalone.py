@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from middleware.access_log import AccessLogMiddleware
+from middleware.access_log import AccessLogMiddleware, access_line
 from middleware.request_id import RequestIdMiddleware, request_id
 from middleware.tracing import tracing_middleware
 
@@ -86,3 +86,23 @@ async def test_access_log_on_a_plain_app(caplog: pytest.LogCaptureFixture) -> No
 def test_access_log_refuses_an_unknown_format() -> None:
     with pytest.raises(ValueError, match="log_format"):
         AccessLogMiddleware(app_with(), log_format="xml")  # type: ignore[arg-type]
+
+
+def test_access_line_is_json_whatever_the_path_holds() -> None:
+    scope = {"method": "GET", "path": '/a "b"\\\n/ü', "state": {"cache_status": "hit"}}
+    line = access_line(scope, 304, 0, 0.0012345, traced=False)
+    assert '"duration_ms":1.234,' in line  # three decimals, as in the text format
+    assert json.loads(line) | {"time": None} == {
+        "time": None,
+        "method": "GET",
+        "route": None,
+        "path": '/a "b"\\\n/ü',
+        "status": 304,
+        "duration_ms": 1.234,
+        "bytes": 0,
+        "upstream": None,
+        "cache": "hit",
+        "request_id": None,
+        "trace_id": None,
+        "span_id": None,
+    }

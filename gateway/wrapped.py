@@ -1,0 +1,18 @@
+"""`WrappedTransport`: a transport around another (metrics, tracing), sharing its lifecycle."""
+
+from gateway.upstreams import Transport
+
+__all__ = ["WrappedTransport"]
+
+
+class WrappedTransport:
+    """Starting and closing go to `inner`; a subclass wraps `send` alone, so no wrapper can forget either."""
+
+    def __init__(self, inner: Transport) -> None:
+        self.inner = inner
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
