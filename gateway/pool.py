@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+import aiohttp
 import xxhash
 
 from config.pools import RetrySpec, TargetSpec
@@ -36,7 +37,9 @@ from gateway.upstreams import (
     UpstreamResponse,
     UpstreamTimeout,
     UpstreamUnreachable,
+    WebSocketOpener,
 )
+from gateway.wrapped import innermost
 
 logger = logging.getLogger("gateway.pool")
 
@@ -238,13 +241,34 @@ class Pool:
                 except TimeoutError as exc:
                     raise UpstreamTimeout(f"no answer within the per-try timeout from {target.url}") from exc
         except UpstreamError as exc:
-            self._answered(target, _ERROR_OUTCOMES.get(type(exc), "error"), failed=True)
+            self._answered(target, exc.kind, failed=True)
             raise
         finally:
             target.in_flight -= 1
             self._in_flight -= 1
         self._answered(target, _STATUS_OUTCOMES.get(response.status // 100, "other"), failed=response.status >= 500)
         return response
+
+    async def websocket(
+        self, url: str, headers: list[Field], *, protocols: Sequence[str], max_message_bytes: int
+    ) -> aiohttp.ClientWebSocketResponse:
+        """A session on a target the balancer picks; never retried (the handshake is the client's to repeat)."""
+        target = self._pick(url, headers, ())
+        opener = innermost(target.transports.bare)
+        if not isinstance(opener, WebSocketOpener):
+            raise UpstreamBadResponse("the upstream's targets take no WebSocket sessions")
+        if target.host != self.host:
+            headers = [(name, target.host) if name == "host" else (name, value) for name, value in headers]
+        target.requests += 1
+        try:
+            session = await opener.websocket(
+                target.url + url, headers, protocols=protocols, max_message_bytes=max_message_bytes
+            )
+        except UpstreamError as exc:
+            self._answered(target, exc.kind, failed=True)
+            raise
+        self._answered(target, "1xx", failed=False)
+        return session
 
     def _pick(self, url: str, headers: list[Field], tried: Sequence[Target]) -> Target:
         candidates = self._available
@@ -408,10 +432,4 @@ def _condition(exc: UpstreamError) -> str | None:
     return None
 
 
-_ERROR_OUTCOMES: dict[type, str] = {
-    UpstreamTimeout: "timeout",
-    UpstreamDisconnected: "disconnected",
-    UpstreamUnreachable: "unreachable",
-    UpstreamBadResponse: "bad_response",
-}
 _STATUS_OUTCOMES = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}

@@ -15,7 +15,7 @@ import asyncio
 import errno
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import ClassVar, Protocol, runtime_checkable
 
 import aiohttp
 import httpx
@@ -83,6 +83,15 @@ class Upstream:
     base_url: str  # scheme://host[:port][/base-path], no trailing slash
     host: str
     transport: "Transport"
+
+
+@runtime_checkable
+class WebSocketOpener(Protocol):
+    """A transport that can also open WebSocket sessions (aiohttp's, and pools of it)."""
+
+    async def websocket(
+        self, url: str, headers: list[Field], *, protocols: Sequence[str], max_message_bytes: int
+    ) -> aiohttp.ClientWebSocketResponse: ...
 
 
 class Transport(Protocol):

@@ -24,7 +24,8 @@ from opentelemetry import propagate, trace
 
 from gateway.headers import Field, upstream_request_headers
 from gateway.proxy import ProxyHandler
-from gateway.upstreams import AiohttpTransport, Transport, UpstreamError
+from gateway.upstreams import UpstreamError, WebSocketOpener
+from gateway.wrapped import innermost
 from middleware.access_log import AccessLogFormat, timestamp
 from middleware.problem import problem_response
 from middleware.tracing import PROPAGATION_FIELDS
@@ -93,8 +94,8 @@ class WebSocketProxy:
             span.update_name(f"WEBSOCKET {template}")
             span.set_attributes({"http.route": template, "gateway.route": scope["route"].name})
             span.set_attribute("gateway.upstream", upstream.name)
-        transport = aiohttp_transport(upstream.transport)
-        if transport is None:
+        transport = innermost(upstream.transport)
+        if not isinstance(transport, WebSocketOpener):  # httpx serves HTTP/2 and in-process apps: no sessions
             await refuse(scope, receive, send, 502, "The upstream does not take WebSocket sessions.", upstream.name)
             return
         headers = upstream_request_headers(
@@ -219,17 +220,6 @@ async def _close(end: _End, upstream: aiohttp.ClientWebSocketResponse, send: Sen
 def _size(text: str) -> int:
     """A text message's length in UTF-8 bytes, without encoding it when it is ASCII."""
     return len(text) if text.isascii() else len(text.encode())
-
-
-def aiohttp_transport(transport: Transport) -> AiohttpTransport | None:
-    """The aiohttp transport under the metrics and tracing wrappers (each keeps the one it wraps in `inner`);
-    None for upstreams httpx serves (HTTP/2, in-process apps), which take no WebSocket sessions."""
-    current: object = transport
-    while not isinstance(current, AiohttpTransport):
-        current = getattr(current, "inner", None)
-        if current is None:
-            return None
-    return current
 
 
 def with_trace_context(headers: list[Field]) -> list[Field]:

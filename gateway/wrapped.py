@@ -2,7 +2,7 @@
 
 from gateway.upstreams import Transport
 
-__all__ = ["WrappedTransport"]
+__all__ = ["WrappedTransport", "innermost"]
 
 
 class WrappedTransport:
@@ -16,3 +16,10 @@ class WrappedTransport:
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+def innermost(transport: Transport) -> Transport:
+    """The transport under every wrapper: what sends, for what the wrappers do not carry (WebSocket sessions)."""
+    while isinstance(transport, WrappedTransport):
+        transport = transport.inner
+    return transport

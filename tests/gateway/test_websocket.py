@@ -165,6 +165,21 @@ async def test_flags_steer_the_handshake(make_gateway: GatewayFactory) -> None:
     assert origins == ["beta", "stable"]
 
 
+async def test_sessions_spread_over_a_pools_targets(make_gateway: GatewayFactory) -> None:
+    """A pooled upstream opens each session on a target its balancer picks, like a request."""
+    first, second = WebSocketOrigin("first"), WebSocketOrigin("second")
+    async with origin_served(first) as first_url, origin_served(second) as second_url:
+        routes = routes_for("POOL").replace(
+            '{url: "POOL"}', f'{{targets: ["{first_url}", "{second_url}"], balance: round_robin}}'
+        )
+        async with session_through(make_gateway, routes) as (gateway, client):
+            origins = set()
+            for _ in range(4):
+                async with client.ws_connect(f"{gateway}/ws/seen") as ws:
+                    origins.add(json.loads((await ws.receive()).data)["origin"])
+    assert origins == {"first", "second"}
+
+
 async def test_a_refused_or_unreachable_upstream_is_a_502_handshake(
     make_gateway: GatewayFactory, origin: WebSocketOrigin
 ) -> None:
