@@ -7,12 +7,23 @@ RateLimit fields (draft-ietf-httpapi-ratelimit-headers): `RateLimit-Policy: "nam
 `RateLimit: "name";r=<remaining>;t=<seconds until the quota is whole again>`; a refusal is a 429
 problem+json with Retry-After as well.
 
-The Redis limiter runs one Lua script per request (one EVALSHA round trip) on one key, `{prefix}{{client}}`:
-the client key is the hash tag, so a Redis Cluster spreads clients over slots and keeps each client's keys
-on one (give each limit its own prefix). When Redis cannot answer, the request is let through (fail open)
-and `on_error` is told.
+The Redis limiter keeps one key per client, `{prefix}{{client}}`: the client key is the hash tag, so a Redis
+Cluster spreads clients over slots and keeps each client's keys on one (give each limit its own prefix). A round
+trip costs about as much CPU as proxying a request, so a replica takes cells in batches (leases): one Lua
+script moves the TAT on by as many intervals as it asks for and the burst allows, and the replica serves the
+next requests from that grant without asking again. A lease starts at one cell and grows while a client spends
+its leases in time; it holds at most LEASE_FRACTION of the burst and is served for at most LEASE_FRACTION
+of the window (1 s at most), then its rest is dropped. Concurrent requests for one client wait for one round
+trip. A refusal is decided by Redis, or by the TAT Redis last told this replica (it only grows, so Redis would
+refuse as well), which spares Redis the round trips of a client hammering at a closed door.
+
+Accuracy: a client may get through at most LEASE_FRACTION of the burst more per replica than the limit
+allows, and never more than the limit allows in one lease lifetime; a lease dropped unspent costs the client
+what it left (at most one lease per replica per lease lifetime). When Redis cannot answer, the request is let
+through (fail open) and `on_error` is told once per failed round trip.
 """
 
+import asyncio
 import hashlib
 import math
 import time
@@ -86,8 +97,14 @@ def gcra(quota: Quota, tat: float, now: float) -> tuple[Decision, float]:
     allow_at = base - (quota.capacity - 1) * interval  # new TAT less the burst, without adding then taking away
     if now < allow_at:
         return Decision(False, 0, base - now, allow_at - now), tat
-    remaining = int((now - allow_at) / interval + 1e-9)
-    return Decision(True, remaining, base + interval - now, 0.0), base + interval
+    return granted(quota, base, now), base + interval
+
+
+def granted(quota: Quota, base: float, now: float) -> Decision:
+    """The answer to an allowed request at `now` that moves the TAT on from `base`."""
+    allow_at = base - (quota.capacity - 1) * quota.interval
+    remaining = max(0, int((now - allow_at) / quota.interval + 1e-9))
+    return Decision(True, remaining, base + quota.interval - now, 0.0)
 
 
 class Limiter(Protocol):
@@ -113,9 +130,11 @@ class MemoryLimiter:
         return decision
 
 
-# KEYS[1]: the client's TAT. ARGV: now (empty: the server's clock), interval, capacity. Times are integer
-# microseconds, written with %d: Lua's own number format keeps 14 digits, and a TAT has 16.
-_GCRA_SCRIPT = """
+# KEYS[1]: the client's TAT. ARGV: now (empty: the server's clock), interval, capacity, cells wanted. Grants as
+# many of the wanted cells as the burst allows, moving the TAT on by one interval for each, and returns how many
+# with the TAT relative to now. Times are integer microseconds, written with %d: Lua's own number format keeps 14
+# digits, and a TAT has 16.
+_LEASE_SCRIPT = """
 local now = tonumber(ARGV[1])
 if not now then
   local t = redis.call('TIME')
@@ -125,20 +144,38 @@ local interval = tonumber(ARGV[2])
 local capacity = tonumber(ARGV[3])
 local tat = tonumber(redis.call('GET', KEYS[1])) or now
 if tat < now then tat = now end
-local new_tat = tat + interval
-local allow_at = new_tat - capacity * interval
-if now < allow_at then
-  return {0, 0, tat - now, allow_at - now}
+local granted = math.min(tonumber(ARGV[4]), math.floor((now - tat) / interval) + capacity)
+if granted < 1 then
+  return {0, tat - now}
 end
-redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000))
-return {1, math.floor((now - allow_at) / interval), new_tat - now, 0}
+tat = tat + granted * interval
+redis.call('SET', KEYS[1], string.format('%d', tat), 'PX', math.ceil((tat - now) / 1000))
+return {granted, tat - now}
 """
 _MICROS = 1_000_000
+LEASE_FRACTION = 0.1  # of the burst a lease holds at most, and of the window it lasts at most
+MAX_LEASE_SECONDS = 1.0
+
+
+@dataclass(slots=True)
+class _Lease:
+    """What one process knows of a client's count in Redis: the TAT it last heard of (which only grows, so a
+    request it refuses Redis would refuse too) and the cells granted to it that it has not served yet."""
+
+    tat: float = -math.inf
+    cells: int = 0
+    expires: float = -math.inf
+    batch: int = 1  # cells the last call was granted (at least one)
+    waiting: int = 0  # requests waiting for `pending`
+    pending: asyncio.Task[bool] | None = None
 
 
 class RedisLimiter:
-    """Limits shared by every replica. `clock` (seconds) is sent with each request; None uses Redis's own clock,
-    so replicas whose clocks drift still agree."""
+    """Limits shared by every replica. `clock` (seconds) is sent with each call; None uses Redis's own clock,
+    so replicas whose clocks drift still agree (leases then run on this process's monotonic clock).
+
+    `max_keys` bounds the clients whose leases are kept (one forgotten asks Redis afresh).
+    """
 
     def __init__(
         self,
@@ -148,22 +185,78 @@ class RedisLimiter:
         prefix: str = "ratelimit:",
         clock: Clock | None = None,
         on_error: Callable[[RedisError], None] | None = None,
+        max_keys: int = 100_000,
     ) -> None:
         self.quota, self.prefix, self.clock, self.on_error = quota, prefix, clock, on_error
-        self._script = client.register_script(_GCRA_SCRIPT)
-        self._args = (round(quota.interval * _MICROS), quota.capacity)
+        self.max_keys = max_keys
+        self.max_batch = max(1, int(quota.capacity * LEASE_FRACTION))
+        self.lease_seconds = min(MAX_LEASE_SECONDS, quota.per * LEASE_FRACTION)
+        self._local_clock = time.monotonic if clock is None else clock
+        self._script = client.register_script(_LEASE_SCRIPT)
+        self._args = (max(1, round(quota.interval * _MICROS)), quota.capacity)  # the script divides by it
+        self._leases: OrderedDict[str, _Lease] = OrderedDict()
 
     async def hit(self, key: str) -> Decision:
-        now = "" if self.clock is None else round(self.clock() * _MICROS)
+        while True:
+            lease = self._lease(key)
+            now = self._local_clock()
+            if lease.cells and now < lease.expires:
+                # the TAT had only the cells served so far been taken; a granted cell is let in whatever the rounding
+                base = max(lease.tat - lease.cells * self.quota.interval, now)
+                lease.cells -= 1
+                return granted(self.quota, base, now)
+            refusal, _ = gcra(self.quota, lease.tat, now)
+            if not refusal.allowed:
+                return refusal
+            if lease.pending is None:
+                lease.pending = asyncio.ensure_future(self._take(key, lease, self._next_batch(lease, now)))
+            lease.waiting += 1
+            try:
+                answered = await asyncio.shield(lease.pending)
+            finally:
+                lease.waiting -= 1
+            if not answered:
+                return Decision(True, self.quota.capacity, 0.0, 0.0)  # fail open: an outage is no reason to refuse
+
+    def _lease(self, key: str) -> _Lease:
+        lease = self._leases.get(key)
+        if lease is None:
+            lease = self._leases[key] = _Lease()
+            if len(self._leases) > self.max_keys:
+                self._leases.popitem(last=False)
+        else:
+            self._leases.move_to_end(key)
+        return lease
+
+    def _next_batch(self, lease: _Lease, now: float) -> int:
+        """As many cells as the client spent in half a lease time at its last rate, at most twice the last lease
+        (a new client starts at one); at least what is waiting for this call; at most `max_batch`, the bound on
+        how far a replica may run ahead of Redis. A lease outlived is waste, so it is sized to be spent in time."""
+        spent, started = lease.batch - lease.cells, lease.expires - self.lease_seconds
+        if now < lease.expires:
+            wanted = min(2 * spent, int(spent * self.lease_seconds / 2 / max(now - started, 1e-9)))
+        else:
+            wanted = spent
+        return max(1, min(self.max_batch, max(wanted, lease.waiting + 1)))
+
+    async def _take(self, key: str, lease: _Lease, wanted: int) -> bool:
+        """One round trip for a batch of cells; False when Redis could not answer."""
+        sent = self._local_clock()
+        now = "" if self.clock is None else round(sent * _MICROS)
         try:
-            allowed, remaining, reset, retry = await self._script(
-                keys=[f"{self.prefix}{{{_hash_tag_safe(key)}}}"], args=[now, *self._args]
+            cells, tat = await self._script(
+                keys=[f"{self.prefix}{{{_hash_tag_safe(key)}}}"], args=[now, *self._args, wanted]
             )
         except RedisError as exc:
             if self.on_error is not None:
                 self.on_error(exc)
-            return Decision(True, self.quota.capacity, 0.0, 0.0)  # fail open: an outage is no reason to refuse
-        return Decision(bool(allowed), int(remaining), int(reset) / _MICROS, int(retry) / _MICROS)
+            return False
+        finally:
+            lease.pending = None
+        # measured from before the call, so a lease ends early rather than late
+        lease.tat, lease.cells, lease.expires = sent + int(tat) / _MICROS, int(cells), sent + self.lease_seconds
+        lease.batch = max(1, lease.cells)
+        return True
 
 
 def _hash_tag_safe(key: str) -> str:

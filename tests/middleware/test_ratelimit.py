@@ -1,6 +1,10 @@
 """RateLimitMiddleware on a plain Starlette app: GCRA in memory and in a real Redis, and a Redis that is down."""
 
+import asyncio
+import math
+import random
 import tempfile
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -35,6 +39,20 @@ async def hello(request: Request) -> PlainTextResponse:
 
 def limited_app(**kwargs: Any) -> Starlette:
     return Starlette(routes=[Route("/", hello)], middleware=[Middleware(RateLimitMiddleware, **kwargs)])
+
+
+@pytest.fixture
+async def own_redis() -> AsyncIterator[redis.asyncio.Redis]:
+    """A Redis of this test's own, so that its command counts are this test's alone."""
+    with tempfile.TemporaryDirectory() as workdir, redis_server(workdir) as (_, url):
+        client = redis.asyncio.Redis.from_url(url)
+        yield client
+        await client.aclose()
+
+
+async def script_calls(client: redis.asyncio.Redis) -> int:
+    stats = await client.info("commandstats")
+    return sum(int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("evalsha", "eval"))
 
 
 async def get_many(app: Starlette, count: int, **kwargs: object) -> list[httpx.Response]:
@@ -154,7 +172,109 @@ async def test_a_redis_that_is_down_lets_requests_through_and_says_so() -> None:
         proc.kill()
         proc.wait(timeout=10)
         responses = await get_many(limited_app(limiter=limiter), 3)
+        together = await asyncio.gather(*(limiter.hit("other") for _ in range(3)))
         await client.aclose()
     assert [r.status_code for r in responses] == [200, 200, 200]
-    assert len(errors) == 3
+    assert [d.allowed for d in together] == [True, True, True]
+    assert len(errors) == 4  # one per round trip: requests waiting for one share its failure
     assert responses[0].headers["ratelimit"] == '"default";r=1;t=0'
+
+
+async def test_one_replica_answers_as_one_process_would_with_few_round_trips(own_redis: redis.asyncio.Redis) -> None:
+    clock = Clock(1000.0)
+    limiter = RedisLimiter(Quota(1000, 60), client=own_redis, clock=clock)
+    seen = []
+    for step in [0.0] * 1001 + [0.06, 0.06, 1.5, 0.06]:  # the burst spent, then refilled an interval at a time
+        clock.now += step
+        decision = await limiter.hit("k")
+        seen.append((decision.allowed, decision.remaining))
+    assert seen == [(True, 999 - index) for index in range(1000)] + [
+        (False, 0),
+        (True, 0),
+        (True, 0),
+        (True, 24),
+        (True, 24),
+    ]
+    assert await script_calls(own_redis) <= 25  # leases of 1, 2, 4 ... 100 cells, then one call per refill
+
+
+async def test_a_refusal_is_repeated_locally_until_its_retry_time(own_redis: redis.asyncio.Redis) -> None:
+    clock = Clock()
+    replicas = [RedisLimiter(Quota(2, 60), client=own_redis, clock=clock) for _ in range(2)]
+    assert [(await replicas[0].hit("k")).allowed for _ in range(2)] == [True, True]
+    first = await replicas[1].hit("k")  # this replica learns of the spent quota from Redis
+    calls = await script_calls(own_redis)
+    clock.now += 29
+    again = [await replica.hit("k") for replica in replicas for _ in range(5)]
+    assert await script_calls(own_redis) == calls
+    assert not first.allowed
+    assert first.retry_after == pytest.approx(30)
+    assert not any(d.allowed for d in again)
+    assert [d.retry_after for d in again] == pytest.approx([1.0] * 10)
+    clock.now += 1
+    assert (await replicas[1].hit("k")).allowed
+    assert await script_calls(own_redis) == calls + 1
+
+
+async def test_a_replica_forgets_the_least_recent_client_past_its_bound(own_redis: redis.asyncio.Redis) -> None:
+    limiter = RedisLimiter(Quota(1, 60), client=own_redis, clock=Clock(), max_keys=1)
+    decisions = [await limiter.hit("a"), await limiter.hit("a")]
+    calls = await script_calls(own_redis)
+    decisions += [await limiter.hit("b"), await limiter.hit("a")]
+    assert [d.allowed for d in decisions] == [True, False, True, False]
+    assert await script_calls(own_redis) == calls + 2  # "a" was forgotten: Redis refuses it this time
+
+
+async def test_concurrent_requests_for_one_client_share_a_round_trip(own_redis: redis.asyncio.Redis) -> None:
+    limiter = RedisLimiter(Quota(100, 60), client=own_redis, clock=Clock())
+    await limiter.hit("warm")  # loads the script
+    calls = await script_calls(own_redis)
+    decisions = await asyncio.gather(*(limiter.hit("k") for _ in range(5)))
+    assert sorted(d.remaining for d in decisions) == [95, 96, 97, 98, 99]
+    assert await script_calls(own_redis) == calls + 2  # the first cell, then one lease for the four that waited
+
+
+async def test_a_replica_runs_ahead_of_redis_by_a_tenth_of_the_burst_at_most(
+    redis_client: redis.asyncio.Redis, redis_prefix: str
+) -> None:
+    clock = Clock()
+    first, second = (RedisLimiter(Quota(100, 60), client=redis_client, prefix=redis_prefix, clock=clock) for _ in "ab")
+    assert all([(await first.hit("k")).allowed for _ in range(64)])
+    left = sum([(await second.hit("k")).allowed for _ in range(100)])
+    assert 100 - 64 - first.max_batch <= left < 100 - 64
+    assert first.max_batch == 10
+
+
+async def test_a_lease_outlived_is_not_served(redis_client: redis.asyncio.Redis, redis_prefix: str) -> None:
+    clock = Clock()
+    first, second = (RedisLimiter(Quota(100, 60), client=redis_client, prefix=redis_prefix, clock=clock) for _ in "ab")
+    assert all([(await first.hit("k")).allowed for _ in range(2)])  # leases of one cell and two: one left
+    clock.now += 2 * first.lease_seconds
+    assert sum([(await second.hit("k")).allowed for _ in range(110)]) == 100  # three refilled meanwhile
+    assert not (await first.hit("k")).allowed
+
+
+async def test_replicas_together_stay_within_the_quota_and_the_lease_slack(
+    redis_client: redis.asyncio.Redis, redis_prefix: str
+) -> None:
+    quota, clock, rng = Quota(100, 60), Clock(), random.Random(22)
+    replicas = [RedisLimiter(quota, client=redis_client, prefix=redis_prefix, clock=clock) for _ in range(2)]
+    alone = MemoryLimiter(quota, clock=clock)
+    allowed, allowed_alone = [], 0
+    for _ in range(8):  # a client faster than its limit, then idle for a while
+        for _ in range(250):
+            clock.now += rng.choice([0.0, 0.0, 0.01, 0.1, 0.3])
+            if (await rng.choice(replicas).hit("k")).allowed:
+                allowed.append(clock.now)
+            allowed_alone += (await alone.hit("k")).allowed
+        clock.now += rng.choice([30.0, 60.0])
+    # the most let through between two allowed requests, beyond what GCRA allows in that time: with pass k at t_k,
+    # k - t_k / interval less its lowest value so far
+    excess, lowest = -math.inf, math.inf
+    for index, at in enumerate(allowed):
+        lowest = min(lowest, index - at / quota.interval)
+        excess = max(excess, index - at / quota.interval - lowest + 1 - quota.capacity)
+    # each replica is ahead of Redis by one lease at most, and serves it within the lease time
+    slack = min(len(replicas) * replicas[0].max_batch, replicas[0].lease_seconds / quota.interval)
+    assert excess <= slack
+    assert len(allowed) >= 0.9 * allowed_alone  # what leases outlived unspent costs the client
