@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PACKAGES := gateway middleware flags config
 
-.PHONY: run test lint typecheck unit bench bench-quick clean
+.PHONY: run test lint typecheck unit schema bench bench-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ unit: $(VENV)/.installed-test
 	$(BIN)/python -m pytest --cov --cov-report=term-missing:skip-covered
 
 test: lint typecheck unit
+
+# The route files' JSON Schema, generated from config/routes.py; a test fails while the committed one is stale.
+schema: $(VENV)/.installed-run
+	$(BIN)/python -m gateway schema > config/routes.schema.json
 
 # `make bench` (about 11 minutes) or `make bench-quick` (about 2); `make bench ARGS="--rounds 5"` passes options to
 # bench/run.py. nginx and wrk come from Debian's packages when missing; results land in bench/results/ and BENCHMARKS.md.
