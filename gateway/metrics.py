@@ -8,10 +8,11 @@ every worker's values (prometheus-client's multiprocess mode).
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from starlette.requests import Request
 from starlette.responses import Response
@@ -71,11 +72,18 @@ class Metrics:
         self.reloads = series.counter("gateway_config_reloads", "Route file reloads", ["result"])
 
     def exposition(self) -> bytes:
+        return generate_latest(self._scraped())
+
+    def families(self) -> Iterable[Metric]:
+        """What a scrape shows: this worker's series, or with several workers everyone's added up."""
+        return self._scraped().collect()
+
+    def _scraped(self) -> CollectorRegistry:
         if os.environ.get(PROMETHEUS_MULTIPROC_DIR):
             registry = CollectorRegistry()
             MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-            return generate_latest(registry)
-        return generate_latest(self.registry)
+            return registry
+        return self.registry
 
     async def endpoint(self, request: Request) -> Response:
         return Response(self.exposition(), media_type=CONTENT_TYPE_LATEST)
