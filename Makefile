@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PACKAGES := gateway middleware flags config
 
-.PHONY: run test lint typecheck unit schema bench bench-quick clean
+.PHONY: run test lint typecheck unit test-tools schema bench bench-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,14 @@ lint: $(VENV)/.installed-test
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy $(PACKAGES) tests examples
 
-unit: $(VENV)/.installed-test
+# The dashboard's browser test needs Chromium, deploy/'s alert rules promtool: Debian's packages, when missing.
+test-tools:
+	@command -v chromium >/dev/null && command -v promtool >/dev/null || { \
+		sudo=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		$$sudo apt-get install -y --no-install-recommends chromium prometheus \
+		|| { $$sudo apt-get update && $$sudo apt-get install -y --no-install-recommends chromium prometheus; }; }
+
+unit: $(VENV)/.installed-test test-tools
 	$(BIN)/python -m pytest --cov --cov-report=term-missing:skip-covered
 
 test: lint typecheck unit

@@ -18,7 +18,7 @@ from prometheus_client.metrics_core import Metric
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
-from config.routes import RouteFile, RouteSpec
+from config.routes import ALL_METHODS, RouteFile, RouteSpec
 from flags.definitions import Definition, FlagDefinition
 from flags.resolver import Resolver
 from gateway.metrics import Metrics
@@ -126,7 +126,7 @@ class Dashboard:
             rows.append(
                 [
                     _code(label),
-                    escape(" ".join(route.methods)),
+                    "any" if set(route.methods) == set(ALL_METHODS) else escape(" ".join(route.methods)),
                     escape(route.host or "*"),
                     _route_target(route),
                     _number(total),
@@ -267,7 +267,7 @@ _PAGE = """<!doctype html>
 <style>{style}</style>
 </head>
 <body>
-<header><h1>Gateway</h1><p class="muted">Reloads every {refresh} s</p></header>
+<header><h1>Gateway</h1><p class="muted">refreshed every {refresh} s</p></header>
 <main>
 {body}
 </main>

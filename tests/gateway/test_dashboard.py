@@ -159,7 +159,7 @@ async def test_routes_show_their_target_traffic_errors_and_cache_hits(make_gatew
     assert (user[6], user[7]) == ("0.0%", "67% of 3")  # a miss, then two hits
     assert float(user[5]) > 0
     broken = rows["<b>broken</b>"]  # a name is text, never markup
-    assert (broken[4], broken[6], broken[7]) == ("1", "100.0%", "no cache")
+    assert (broken[1], broken[4], broken[6], broken[7]) == ("any", "1", "100.0%", "no cache")
     assert rows["/api/both/{id}"][3:5] == ["fan-out: users, users-v2", "0"]
     assert "<b>broken</b>" not in page
 
