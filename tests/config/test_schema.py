@@ -14,6 +14,7 @@ from gateway.__main__ import main
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "config" / "routes.schema.json"
 EXAMPLE = ROOT / "examples" / "routes.yaml"
+DEPLOYED = ROOT / "deploy" / "routes.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -32,11 +33,14 @@ def test_the_committed_schema_is_the_generated_one() -> None:
     assert json.loads(COMMITTED.read_text()) == route_file_schema(), "stale: run `make schema`"
 
 
-def test_the_example_names_the_committed_schema_and_passes_it(validator: jsonschema.Draft202012Validator) -> None:
-    first_line = EXAMPLE.read_text().splitlines()[0]
+@pytest.mark.parametrize("path", [EXAMPLE, DEPLOYED], ids=["example", "deploy"])
+def test_route_files_name_the_committed_schema_and_pass_it(
+    validator: jsonschema.Draft202012Validator, path: Path
+) -> None:
+    first_line = path.read_text().splitlines()[0]
     assert first_line.startswith("# yaml-language-server: $schema=")
-    assert (EXAMPLE.parent / first_line.partition("$schema=")[2]).resolve() == COMMITTED
-    assert list(validator.iter_errors(yaml.safe_load(EXAMPLE.read_text()))) == []
+    assert (path.parent / first_line.partition("$schema=")[2]).resolve() == COMMITTED
+    assert list(validator.iter_errors(yaml.safe_load(path.read_text()))) == []
 
 
 @pytest.mark.parametrize(
