@@ -28,6 +28,7 @@ REFRESH_SECONDS = 5
 RATE_WINDOW_SECONDS = 60.0
 _KEPT_VIEWS = 64  # counts of recent views; a busier viewer shortens the window instead of growing the list
 CACHE_HITS = frozenset({"hit", "stale", "revalidated"})  # answered from a stored entry
+UPSTREAM_ANSWERED = frozenset({"1xx", "2xx", "3xx", "4xx"})  # a 4xx is the client's; 5xx and no answer are failures
 PAGE_HEADERS = {
     "Cache-Control": "no-store",
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
@@ -144,7 +145,7 @@ class Dashboard:
         for name, upstream in self.upstreams().items():
             mine = {outcome: count for (who, outcome), count in outcomes.items() if who == name}
             total = sum(mine.values())
-            failed = sum(count for outcome, count in mine.items() if outcome not in ("2xx", "3xx", "4xx"))
+            failed = sum(count for outcome, count in mine.items() if outcome not in UPSTREAM_ANSWERED)
             spread = ", ".join(f"{escape(outcome)} {_number(count)}" for outcome, count in sorted(mine.items()))
             rows.append([_code(name), targets_cell(upstream), _number(total), _share(failed, total), spread or "-"])
         headers = ["Upstream", "Targets", "Calls", "Failed", "Outcomes"]
