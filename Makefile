@@ -63,4 +63,4 @@ bench-quick: override ARGS += --quick  # kept when ARGS is also given on the com
 bench-quick: bench
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .coverage
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .coverage tests/artifacts

@@ -60,11 +60,11 @@ async def test_a_browser_with_the_token_sees_the_tables(make_gateway: GatewayFac
             await client.get("/api/both/7")
             refused = await client.get("/_gateway/ui")
         page = base.replace("http://", f"http://admin:{TOKEN}@") + "/_gateway/ui"
-        dom = await chromium(page, tmp_path / "profile", "--dump-dom")
         ARTIFACTS.mkdir(exist_ok=True)
         screenshot = ARTIFACTS / "dashboard.png"
         screenshot.unlink(missing_ok=True)
-        await chromium(page, tmp_path / "profile", f"--screenshot={screenshot}")
+        await chromium(page, tmp_path / "profile", f"--screenshot={screenshot}")  # the first view: rates since start
+        dom = await chromium(page, tmp_path / "profile", "--dump-dom")
         without_token = await chromium(base + "/_gateway/ui", tmp_path / "profile-2", "--dump-dom")
 
     assert (refused.status_code, refused.headers["www-authenticate"]) == (401, 'Basic realm="gateway", charset="UTF-8"')
