@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PACKAGES := gateway middleware flags config
 
-.PHONY: run test lint typecheck unit bench bench-quick clean
+.PHONY: run test lint typecheck unit test-tools schema bench bench-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,10 +30,21 @@ lint: $(VENV)/.installed-test
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy $(PACKAGES) tests examples
 
-unit: $(VENV)/.installed-test
+# The dashboard's browser test needs Chromium, deploy/'s alert rules promtool: Debian's packages, when missing.
+test-tools:
+	@command -v chromium >/dev/null && command -v promtool >/dev/null || { \
+		sudo=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		$$sudo apt-get install -y --no-install-recommends chromium prometheus \
+		|| { $$sudo apt-get update && $$sudo apt-get install -y --no-install-recommends chromium prometheus; }; }
+
+unit: $(VENV)/.installed-test test-tools
 	$(BIN)/python -m pytest --cov --cov-report=term-missing:skip-covered
 
 test: lint typecheck unit
+
+# The route files' JSON Schema, generated from config/routes.py; a test fails while the committed one is stale.
+schema: $(VENV)/.installed-run
+	$(BIN)/python -m gateway schema > config/routes.schema.json
 
 # `make bench` (about 11 minutes) or `make bench-quick` (about 2); `make bench ARGS="--rounds 5"` passes options to
 # bench/run.py. nginx and wrk come from Debian's packages when missing; results land in bench/results/ and BENCHMARKS.md.
@@ -53,4 +64,4 @@ bench-quick: override ARGS += --quick  # kept when ARGS is also given on the com
 bench-quick: bench
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .coverage
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .coverage tests/artifacts

@@ -1,6 +1,9 @@
-"""`gateway run | check | routes`: the command line. Configuration errors are printed one per line, no traceback."""
+"""`gateway run | check | routes | schema`: the command line.
+
+Configuration errors are printed one per line, no traceback."""
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -13,6 +16,7 @@ import uvicorn
 from config.errors import ConfigError
 from config.loader import load_route_file
 from config.routes import MAX_WEBSOCKET_MESSAGE_BYTES, RouteFile
+from config.schema import route_file_schema
 from config.settings import ENV_PREFIX, PROMETHEUS_MULTIPROC_DIR, Settings, load_settings
 from gateway.logs import log_config
 from gateway.wsserver import GracefulWebSocketProtocol
@@ -39,7 +43,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     show = commands.add_parser("routes", help="print the routes a file compiles to")
     show.add_argument("file", type=Path)
 
+    commands.add_parser("schema", help="print the JSON Schema of route files")
+
     args = parser.parse_args(argv)
+    if args.command == "schema":
+        print(json.dumps(route_file_schema(), indent=2))  # noqa: T201
+        return 0
     if args.command == "check":
         return check_files(args.files)
     if args.command == "routes":

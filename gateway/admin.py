@@ -1,9 +1,12 @@
 """The admin API under `{prefix}/admin/`: present only when an admin token is configured.
 
 Every call needs `Authorization: Bearer <token>`, compared in constant time; a missing or wrong token is a
-401 and a warning in the log. Inside the prefix, anything but the endpoints below is a 404.
+401 and a warning in the log. Inside the prefix, anything but the endpoints below is a 404. The dashboard at
+`{prefix}/ui` is for browsers, which cannot send a bearer token: it also takes the token as the password of
+HTTP Basic (any user name), and its 401 asks the browser for it.
 """
 
+import base64
 import hmac
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -42,6 +45,7 @@ class Admin:
         describe_upstreams: Callable[[], dict[str, Any]] = dict,
         reload: Callable[[], Awaitable[Mapping[str, Any]]] | None = None,
         purge: Callable[[Mapping[str, Any]], Awaitable[Mapping[str, Any]]] | None = None,
+        dashboard: Endpoint | None = None,
     ) -> None:
         if not token:
             raise ValueError("the admin API needs a non-empty token")
@@ -51,6 +55,7 @@ class Admin:
         self.describe_upstreams = describe_upstreams
         self._reload = reload
         self._purge = purge
+        self._dashboard = dashboard
 
     def routes(self, prefix: str) -> list[Route]:
         base = f"{prefix}/admin"
@@ -66,16 +71,23 @@ class Admin:
             endpoints.append(("/cache/purge", self.purge, "POST"))
         routes = [Route(base + path, self._guarded(endpoint), methods=[method]) for path, endpoint, method in endpoints]
         routes.append(Route(base + "/{rest:path}", self._guarded(self.not_found), methods=None))
+        if self._dashboard is not None:
+            routes.append(Route(f"{prefix}/ui", self._guarded(self._dashboard, browser=True), methods=["GET"]))
         return routes
 
-    def _guarded(self, endpoint: Endpoint) -> Endpoint:
+    def _guarded(self, endpoint: Endpoint, *, browser: bool = False) -> Endpoint:
+        challenge = 'Basic realm="gateway", charset="UTF-8"' if browser else "Bearer"
+
         async def guarded(request: Request) -> Response:
-            given = request.headers.get("authorization", "").encode("latin-1")
+            header = request.headers.get("authorization", "")
+            given = header.encode("latin-1")
+            if browser and header[:6].lower() == "basic ":
+                given = b"Bearer " + _basic_password(header[6:])
             if not hmac.compare_digest(given, self._expected):
                 client = request.client.host if request.client else "-"
                 logger.warning("admin call refused: %s %s from %s", request.method, request.url.path, client)
                 return problem_response(
-                    401, "A valid admin bearer token is required.", headers={"WWW-Authenticate": "Bearer"}
+                    401, "A valid admin bearer token is required.", headers={"WWW-Authenticate": challenge}
                 )
             return await endpoint(request)
 
@@ -132,6 +144,14 @@ class Admin:
             return JSONResponse(dict(await self._purge(body)))
         except PurgeFailed as exc:
             return problem_response(exc.status, exc.detail)
+
+
+def _basic_password(credentials: str) -> bytes:
+    """The password of HTTP Basic credentials (RFC 7617), or nothing when they are not base64."""
+    try:
+        return base64.b64decode(credentials, validate=True).partition(b":")[2]
+    except ValueError:
+        return b""
 
 
 def _jsonable(value: object) -> object:

@@ -37,6 +37,7 @@ from flags.resolver import Resolver
 from gateway.admin import Admin, PurgeFailed
 from gateway.caching import build_store
 from gateway.chains import RouteDependencies
+from gateway.dashboard import Dashboard
 from gateway.edge import EdgeResources
 from gateway.flagwiring import build_flags, flag_span_event
 from gateway.health import Health
@@ -116,7 +117,17 @@ class Gateway:
         self.last_reload_error: str | None = None
         self._reloading = asyncio.Lock()
         self._loaded_identity = _file_identity(settings.routes_file)  # what the watcher compares against
-        self.reload_listeners: list[Callable[[Mapping[str, Any]], None]] = [self.metrics.reloaded]
+        self.dashboard = Dashboard(
+            metrics=self.metrics,
+            resolver=self.resolver,
+            routes=lambda: self.generation.routes,
+            upstreams=self.describe_upstreams,
+            status=self.config_status,
+        )
+        self.reload_listeners: list[Callable[[Mapping[str, Any]], None]] = [
+            self.metrics.reloaded,
+            self.dashboard.reloaded,
+        ]
         self.generation = self._generation(routes, self._upstreams_for(routes, {}))
 
     @property
@@ -288,6 +299,7 @@ class Gateway:
                 describe_upstreams=self.describe_upstreams,
                 reload=self.reload,
                 purge=self.purge,
+                dashboard=self.dashboard.page,
             )
             own += admin.routes(settings.admin_prefix)
         return own_app(own)

@@ -8,10 +8,11 @@ every worker's values (prometheus-client's multiprocess mode).
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from starlette.requests import Request
 from starlette.responses import Response
@@ -22,7 +23,7 @@ from flags.resolution import Resolution
 from gateway.headers import Field
 from gateway.series import Count, CounterFamily, Series, Tally, Timing
 from gateway.target_metrics import TargetMetrics
-from gateway.upstreams import Body, Transport, UpstreamError, UpstreamResponse
+from gateway.upstreams import STATUS_CLASSES, Body, Transport, UpstreamError, UpstreamResponse
 from gateway.websocket import SessionStats
 from gateway.wrapped import WrappedTransport
 from middleware.state import RequestState
@@ -30,7 +31,6 @@ from middleware.types import Scope
 
 UNMATCHED = "(unmatched)"
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-_STATUS_CLASSES = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
 
 
 class Metrics:
@@ -80,11 +80,18 @@ class Metrics:
         self.targets = TargetMetrics(series)
 
     def exposition(self) -> bytes:
+        return generate_latest(self._scraped())
+
+    def families(self) -> Iterable[Metric]:
+        """What a scrape shows: this worker's series, or with several workers everyone's added up."""
+        return self._scraped().collect()
+
+    def _scraped(self) -> CollectorRegistry:
         if os.environ.get(PROMETHEUS_MULTIPROC_DIR):
             registry = CollectorRegistry()
             MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-            return generate_latest(registry)
-        return generate_latest(self.registry)
+            return registry
+        return self.registry
 
     async def endpoint(self, request: Request) -> Response:
         return Response(self.exposition(), media_type=CONTENT_TYPE_LATEST)
@@ -162,7 +169,7 @@ class RequestMetrics:
         label = method if method in _METHODS else "OTHER"
         metrics = self.metrics
         children = (
-            metrics.requests.labels(route, label, _STATUS_CLASSES.get(status // 100, "other")),
+            metrics.requests.labels(route, label, STATUS_CLASSES.get(status // 100, "other")),
             metrics.duration.labels(route, label),
         )
         if label == method:
@@ -191,7 +198,7 @@ class MeteredTransport(WrappedTransport):
             raise
         finally:
             self._timed.observe(time.perf_counter() - started)
-        self._count(_STATUS_CLASSES.get(response.status // 100, "other"))
+        self._count(STATUS_CLASSES.get(response.status // 100, "other"))
         return response
 
     def _count(self, outcome: str) -> None:

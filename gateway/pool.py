@@ -29,6 +29,7 @@ from gateway.balance import Balancer, build_balancer
 from gateway.headers import Field
 from gateway.health_check import HealthChecker
 from gateway.upstreams import (
+    STATUS_CLASSES,
     Body,
     Transport,
     UpstreamBadResponse,
@@ -246,7 +247,7 @@ class Pool:
         finally:
             target.in_flight -= 1
             self._in_flight -= 1
-        self._answered(target, _STATUS_OUTCOMES.get(response.status // 100, "other"), failed=response.status >= 500)
+        self._answered(target, STATUS_CLASSES.get(response.status // 100, "other"), failed=response.status >= 500)
         return response
 
     async def websocket(
@@ -430,6 +431,3 @@ def _condition(exc: UpstreamError) -> str | None:
     if isinstance(exc, UpstreamUnreachable):
         return "connect-failure"
     return None
-
-
-_STATUS_OUTCOMES = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}

@@ -55,6 +55,14 @@ class UpstreamBadResponse(UpstreamError):
     kind = "bad_response"
 
 
+# An answer's status as metrics label it: its class, so label values stay few.
+STATUS_CLASSES = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
+ERROR_KINDS = frozenset(
+    error.kind
+    for error in (UpstreamError, UpstreamTimeout, UpstreamUnreachable, UpstreamDisconnected, UpstreamBadResponse)
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Timeouts:
     connect: float
