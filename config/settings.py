@@ -1,12 +1,22 @@
 """Process-level settings: `GATEWAY_*` environment variables and an optional `.env`, nested with `__`."""
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import unquote
 
-from pydantic import BaseModel, ConfigDict, Field, RedisDsn, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    RedisDsn,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -18,6 +28,26 @@ PROMETHEUS_MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 NESTED_DELIMITER = "__"
 
 Seconds = Annotated[float, Field(gt=0)]
+
+
+_STRING_MAP = 'must be a JSON object of strings, like {"key": "value"}'
+
+
+def _json_object_of_strings(value: object) -> object:
+    """A variable's JSON text, read here: pydantic-settings' own reading reports a bad one as a traceback that
+    names only the group (`otel`), not the variable."""
+    if not isinstance(value, str):
+        return value
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{_STRING_MAP} ({exc})") from None
+    if not isinstance(parsed, dict) or not all(isinstance(item, str) for item in parsed.values()):
+        raise ValueError(_STRING_MAP)
+    return parsed
+
+
+StringMap = Annotated[dict[str, str], BeforeValidator(_json_object_of_strings)]  # a JSON object in a variable
 
 
 class TimeoutSettings(BaseModel):
@@ -39,9 +69,9 @@ class OtelSettings(BaseModel):
     protocol: Literal["http/protobuf", "grpc"] = "http/protobuf"
     endpoint: str | None = None  # base URL as OTEL_EXPORTER_OTLP_ENDPOINT; unset: the exporter's default
     traces_endpoint: str | None = None  # full URL as OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, used as is
-    headers: dict[str, str] = {}
+    headers: StringMap = {}
     service_name: str = "gateway"
-    resource_attributes: dict[str, str] = {}
+    resource_attributes: StringMap = {}
     sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)  # of new traces; a parent's decision is kept
 
 
@@ -98,6 +128,7 @@ class Settings(BaseSettings):
         env_ignore_empty=True,
         extra="ignore",  # a .env shared with other tools may hold their variables too
         frozen=True,
+        enable_decoding=False,  # JSON values are read by their fields' validators, so errors name the variable
     )
 
     host: str = "127.0.0.1"

@@ -11,11 +11,11 @@ without the upstream being asked and without a second conditional layer around t
 """
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from config.routes import PARAM, CacheSpec, EtagSpec, FanoutSpec, RouteSpec
+from config.routes import PARAM, CacheSpec, EtagSpec, RouteSpec
 from config.settings import EtagSettings, FlagSettings
 from flags.resolver import Resolver
 from gateway.caching import KeyExtras, cache_options, key_extras
@@ -62,7 +62,7 @@ def build_chain(spec: RouteSpec, deps: RouteDependencies) -> Chain:
     app: ASGIApp
     websocket: ASGIApp | None = None
     if spec.fanout is not None:
-        app = fanout_handler(spec.fanout, deps, caches)
+        app = fanout_handler(spec, deps, caches)
     else:
         app = proxy = proxy_handler(spec, deps)
         options = spec.websocket_options
@@ -122,6 +122,17 @@ def etag_options(spec: RouteSpec, defaults: EtagSettings) -> dict[str, Any] | No
     return options
 
 
+def unwritten_flags_header(spec: RouteSpec, deps: RouteDependencies) -> frozenset[str]:
+    """The flags header when this route does not write it. Only the gateway writes it: on a route with flags
+    FlagsMiddleware replaces the client's; on any other the client's is dropped with the fields the route drops
+    anyway, so no request pays for a pass of its own."""
+    return frozenset() if spec.flag_keys else frozenset({deps.flag_settings.forward_header.lower()})
+
+
+def field_names(names: Iterable[str]) -> frozenset[bytes]:
+    return frozenset(name.lower().encode("latin-1") for name in names)
+
+
 def proxy_handler(spec: RouteSpec, deps: RouteDependencies) -> ProxyHandler:
     assert spec.upstream is not None  # guaranteed by config.routes.cross_reference_issues
     catch_all = frozenset(m.group(1) for m in PARAM.finditer(spec.path) if m.group(2) == "path")
@@ -136,7 +147,9 @@ def proxy_handler(spec: RouteSpec, deps: RouteDependencies) -> ProxyHandler:
     return ProxyHandler(
         deps.upstreams[spec.upstream],
         rewrite=PathRewrite(spec.rewrite, catch_all) if spec.rewrite is not None else None,
-        request_rules=HeaderRules.build(request.remove, request.set, request.add),
+        request_rules=HeaderRules.build(
+            [*request.remove, *unwritten_flags_header(spec, deps)], request.set, request.add
+        ),
         response_rules=HeaderRules.build([*response.remove, own_id], set_, add),
         max_body_bytes=deps.max_body_bytes,
         steering=[(rule.flag, rule.equals, deps.upstreams[rule.upstream]) for rule in spec.when],
@@ -144,7 +157,10 @@ def proxy_handler(spec: RouteSpec, deps: RouteDependencies) -> ProxyHandler:
     )
 
 
-def fanout_handler(spec: FanoutSpec, deps: RouteDependencies, caches: list[CacheMiddleware]) -> FanoutHandler:
+def fanout_handler(route: RouteSpec, deps: RouteDependencies, caches: list[CacheMiddleware]) -> FanoutHandler:
+    spec = route.fanout
+    assert spec is not None  # build_chain's choice
+    unwritten = field_names(unwritten_flags_header(route, deps))  # not forwarded, whatever forward_headers say
     calls: list[FanoutCall] = []
     for name, call in spec.calls.items():
         upstream = deps.upstreams[call.upstream]
@@ -157,7 +173,7 @@ def fanout_handler(spec: FanoutSpec, deps: RouteDependencies, caches: list[Cache
                 method=call.method,
                 required=call.required,
                 timeout=call.timeout,
-                forward=frozenset(header.lower().encode("latin-1") for header in call.forward_headers),
+                forward=field_names(call.forward_headers) - unwritten,
                 after=tuple(sorted({ref for ref, fields in call.references() if ref in spec.calls and fields})),
                 cache=cache,
             )
@@ -167,6 +183,6 @@ def fanout_handler(spec: FanoutSpec, deps: RouteDependencies, caches: list[Cache
         max_concurrency=spec.max_concurrency,
         deadline=spec.deadline,
         merge=spec.merge,
-        forward=deps.fanout_forwarded,
+        forward=deps.fanout_forwarded - unwritten,
         shared_limit=deps.fanout_limit,
     )

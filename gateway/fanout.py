@@ -173,12 +173,13 @@ class FanoutHandler:
     async def _answer(
         self, outcomes: Mapping[str, Outcome[Answer]], scope: Scope, receive: Receive, send: Send
     ) -> None:
-        for name, outcome in outcomes.items():
-            if not outcome.ok and name in self._required:
-                status = 504 if outcome.status == "timeout" else 502
-                problem = problem_response(status, f"The call '{name}' failed: {outcome.error}.", call=name)
-                await problem(scope, receive, send)
-                return
+        failed_required = self._failed_required(outcomes)
+        if failed_required is not None:
+            name, outcome = failed_required
+            status = 504 if outcome.status == "timeout" else 502
+            problem = problem_response(status, f"The call '{name}' failed: {outcome.error}.", call=name)
+            await problem(scope, receive, send)
+            return
         failed = [f"{name}; reason={outcome.status}" for name, outcome in outcomes.items() if not outcome.ok]
         if self.merge == "root":
             merged: dict[str, Any] = {}
@@ -198,6 +199,18 @@ class FanoutHandler:
             headers.append((b"gateway-partial", ", ".join(failed).encode("latin-1")))
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+    def _failed_required(self, outcomes: Mapping[str, Outcome[Answer]]) -> tuple[str, Outcome[Answer]] | None:
+        """The required call that failed. The siblings it cut off failed too, as `cancelled`, and may come first:
+        one of those is named only when no required call failed of its own (it waited for an optional one)."""
+        cut_off: tuple[str, Outcome[Answer]] | None = None
+        for name, outcome in outcomes.items():
+            if outcome.ok or name not in self._required:
+                continue
+            if outcome.status != "cancelled":
+                return name, outcome
+            cut_off = cut_off or (name, outcome)
+        return cut_off
 
 
 def _content_type(headers: Sequence[Header]) -> bytes:

@@ -2,7 +2,8 @@
 
 Every call ends with an Outcome, never an exception: `ok` with its value, `error`, `timeout` (its own
 timeout, or the deadline passed before it finished), or `cancelled` (a required call failed first, or a call
-it depends on failed). Structured concurrency: when `gather` returns, nothing it started is still running.
+it depends on failed; its error names that call). Structured concurrency: when `gather` returns, nothing it
+started is still running.
 
     outcomes = await gather(
         [Call("user", fetch_user), Call("orders", fetch_orders, required=False, timeout=0.5)],
@@ -82,7 +83,7 @@ async def gather(
             if call.name in finished:
                 finished[call.name].set()
         if call.required and not outcomes[call.name].ok:
-            raise _RequiredCallFailed
+            raise _RequiredCallFailed(call.name)
 
     cut_off: Outcome[T] = Outcome("timeout", error="deadline")
     try:
@@ -93,8 +94,8 @@ async def gather(
                         group.create_task(run(call))
                     if calls:  # the first runs in this task, still first: one task fewer to create and schedule
                         await run(calls[0])
-            except* _RequiredCallFailed:
-                cut_off = Outcome("cancelled", error="a required call failed")
+            except* _RequiredCallFailed as failed:
+                cut_off = Outcome("cancelled", error=f"{failed.exceptions[0].args[0]} failed")
     except TimeoutError:
         pass
     return {call.name: outcomes.get(call.name, cut_off) for call in calls}

@@ -65,7 +65,7 @@ def server_span_attributes(scope: Scope) -> Mapping[str, AttributeValue]:
 
 
 class TracedTransport(WrappedTransport):
-    """A client span (HTTP client semantic conventions) around each request a transport sends."""
+    """A client span (the stable HTTP client semantic conventions) around each request a transport sends."""
 
     def __init__(self, inner: Transport, *, upstream: str, tracer_provider: trace.TracerProvider) -> None:
         super().__init__(inner)
@@ -92,7 +92,9 @@ class TracedTransport(WrappedTransport):
                 raise
             if recording:
                 span.set_attribute("http.response.status_code", response.status)
-                if response.status >= 500:
+                if (version := response.protocol_version) is not None:
+                    span.set_attribute("network.protocol.version", version)
+                if response.status >= 400:  # a client span's error, where a server span's is only 5xx
                     span.set_attribute("error.type", str(response.status))
                     span.set_status(Status(StatusCode.ERROR))
             return response
@@ -104,6 +106,8 @@ class TracedTransport(WrappedTransport):
             "server.address": parts.hostname or "",
             "server.port": parts.port or (443 if parts.scheme == "https" else 80),
             "url.full": url,
+            "url.scheme": parts.scheme,
+            "url.path": parts.path,
             "gateway.upstream": self.upstream,
         }
 

@@ -75,6 +75,11 @@ class UpstreamResponse(Protocol):
     headers: Sequence[Header]  # as the upstream sent them: names in its case
     content_length: int | None
 
+    @property
+    def protocol_version(self) -> str | None:
+        """The answer's HTTP version as the conventions spell it (`1.1`, `2`), read only where a span records it."""
+        ...
+
     async def read(self) -> bytes: ...
 
     def chunks(self) -> AsyncIterator[bytes]: ...
@@ -167,6 +172,11 @@ class _AiohttpResponse:
         self.status = response.status
         self.headers: Sequence[Header] = response.raw_headers
         self.content_length = response.content_length
+
+    @property
+    def protocol_version(self) -> str | None:
+        version = self._response.version
+        return None if version is None else f"{version.major}.{version.minor}"
 
     async def read(self) -> bytes:
         try:
@@ -290,6 +300,10 @@ class _HttpxResponse:
         self.headers: Sequence[Header] = response.headers.raw
         length = response.headers.get("content-length")
         self.content_length = int(length) if length is not None and length.isdigit() else None
+
+    @property
+    def protocol_version(self) -> str | None:
+        return self._response.http_version.removeprefix("HTTP/")
 
     async def read(self) -> bytes:
         try:

@@ -59,7 +59,19 @@ def test_empty_redis_url_means_the_in_memory_store(monkeypatch: pytest.MonkeyPat
         ("GATEWAY_REDIS_URL", "http://x", "environment: GATEWAY_REDIS_URL: URL scheme should be 'redis' or 'rediss'"),
         ("GATEWAY_LOG_LEVEL", "loud", "environment: GATEWAY_LOG_LEVEL: Input should be 'critical', 'error'"),
         ("GATEWAY_ADMIN_PREFIX", "admin/", "environment: GATEWAY_ADMIN_PREFIX: must start with '/'"),
+        (
+            "GATEWAY_OTEL__HEADERS",
+            "{not json",
+            'environment: GATEWAY_OTEL__HEADERS: must be a JSON object of strings, like {"key": "value"} (Expecting',
+        ),
+        (
+            "GATEWAY_OTEL__RESOURCE_ATTRIBUTES",
+            '{"replicas": 3}',
+            "environment: GATEWAY_OTEL__RESOURCE_ATTRIBUTES: must be a JSON object of strings",
+        ),
+        ("GATEWAY_OTEL", "{not json", "environment: GATEWAY_OTEL: Input should be a valid dictionary"),
     ],
+    ids=["port", "port-range", "workers", "timeout", "redis", "log-level", "admin", "json", "json-types", "group"],
 )
 def test_bad_values_name_their_variable(
     monkeypatch: pytest.MonkeyPatch, variable: str, value: str, message: str
@@ -69,6 +81,13 @@ def test_bad_values_name_their_variable(
         load_settings()
     assert str(caught.value).startswith(message)
     assert repr(value) in str(caught.value)
+
+
+def test_json_variables_and_nested_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_OTEL__HEADERS", '{"x-key": "a"}')
+    monkeypatch.setenv("GATEWAY_OTEL__RESOURCE_ATTRIBUTES__TEAM", "core")
+    otel = load_settings().otel
+    assert (otel.headers, otel.resource_attributes) == ({"x-key": "a"}, {"team": "core"})
 
 
 def test_settings_are_frozen() -> None:

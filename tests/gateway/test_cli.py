@@ -54,14 +54,23 @@ def test_run_refuses_a_bad_configuration_with_exit_2(tmp_path: Path) -> None:
     assert result.stderr == f"{broken}:5: routes[0].upstream: unknown upstream 'userz' (known: users)\n"
 
 
-def test_run_names_a_bad_environment_variable(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("GATEWAY_WORKERS", "many", "Input should be a valid integer"),
+        ("GATEWAY_OTEL__HEADERS", "{not json", "must be a JSON object of strings"),
+        ("GATEWAY_OTEL__RESOURCE_ATTRIBUTES", "env=prod", "must be a JSON object of strings"),
+    ],
+)
+def test_run_names_a_bad_environment_variable(tmp_path: Path, variable: str, value: str, message: str) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "gateway", "run", "--routes", str(EXAMPLE)],
         capture_output=True,
         text=True,
         timeout=30,
         cwd=tmp_path,
-        env={"PATH": "", "GATEWAY_WORKERS": "many"},
+        env={"PATH": "", variable: value},
     )
     assert result.returncode == 2
-    assert result.stderr.startswith("environment: GATEWAY_WORKERS: Input should be a valid integer")
+    [line] = result.stderr.splitlines()  # one line, no traceback
+    assert line.startswith(f"environment: {variable}: {message}")

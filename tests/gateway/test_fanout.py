@@ -134,6 +134,42 @@ async def test_a_failed_required_call_fails_the_answer(
     assert elapsed < 1.5  # the 2 s sibling was cancelled, not waited for
 
 
+@pytest.mark.parametrize(
+    ("path", "status", "detail"),
+    [
+        ("/status/500", 502, "The call 'main' failed: upstream answered 500."),
+        ("/delay/5000", 504, "The call 'main' failed: no answer within 0.1s."),
+    ],
+    ids=["error", "timeout"],
+)
+async def test_the_problem_names_the_failed_call_not_a_sibling_it_cut_off(
+    make_gateway: GatewayFactory, upstream: tuple[Controllable, str], path: str, status: int, detail: str
+) -> None:
+    _, url = upstream
+    calls = (
+        "        side: {upstream: svc, path: /delay/2000}\n"  # listed first, cancelled when main fails
+        f"        main: {{upstream: svc, path: {path}, timeout: 0.1}}\n"
+    )
+    gateway = make_gateway(fanout_routes(url, calls))
+    async with client_for(gateway) as client:
+        response = await client.get("/agg/1")
+    assert (response.status_code, response.json()["detail"], response.json()["call"]) == (status, detail, "main")
+
+
+async def test_a_required_call_waiting_for_a_failed_optional_one_is_named(
+    make_gateway: GatewayFactory, upstream: tuple[Controllable, str]
+) -> None:
+    _, url = upstream
+    calls = (
+        "        first: {upstream: svc, path: /status/500, required: false}\n"
+        '        then: {upstream: svc, path: "/user/{first.name}"}\n'
+    )
+    gateway = make_gateway(fanout_routes(url, calls))
+    async with client_for(gateway) as client:
+        response = await client.get("/agg/1")
+    assert (response.status_code, response.json()["detail"]) == (502, "The call 'then' failed: first failed.")
+
+
 async def test_invalid_json_is_that_calls_error(
     make_gateway: GatewayFactory, upstream: tuple[Controllable, str]
 ) -> None:
@@ -236,7 +272,7 @@ async def test_gather_leaves_no_task_running() -> None:
         "boom": "error",
         "later": "cancelled",
     }
-    assert outcomes["boom"].error == "boom"
+    assert (outcomes["boom"].error, outcomes["stuck"].error) == ("boom", "boom failed")
     assert asyncio.all_tasks() == before
 
 

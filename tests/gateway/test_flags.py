@@ -83,8 +83,31 @@ async def test_a_client_cannot_inject_the_flags_header(make_gateway: GatewayFact
         plain = await client.get("/plain", headers={"X-Feature-Flags": "new-profile=true"})
     assert seen(flagged.json(), "x-feature-flags") == ["pricing=a; new-profile=false"]
     assert host_seen(flagged.json()) == "users.internal"
-    # a route without flags leaves the header alone: nothing is decided there
-    assert seen(plain.json(), "x-feature-flags") == ["new-profile=true"]
+    assert seen(plain.json(), "x-feature-flags") == []  # only the gateway writes it, on every route
+
+
+async def test_no_fanout_call_carries_a_clients_flags_header(make_gateway: GatewayFactory) -> None:
+    routes = """
+upstreams:
+  echo: {url: "http://echo.internal"}
+routes:
+  - path: /agg
+    fanout:
+      calls:
+        plain: {upstream: echo, path: /plain}
+        cached: {upstream: echo, path: /cached, cache: {ttl: 10}}
+        asks: {upstream: echo, path: /asks, forward_headers: [X-Feature-Flags, X-Tenant]}
+"""
+    app = make_gateway(routes, upstreams={"echo": echo})
+    async with client_for(app) as client:
+        response = await client.get("/agg", headers={"X-Feature-Flags": "new-profile=true", "X-Tenant": "t"})
+    answers = response.json()
+    assert {name: seen(answers[name], "x-feature-flags") for name in answers} == {
+        "plain": [],
+        "cached": [],
+        "asks": [],
+    }
+    assert seen(answers["asks"], "x-tenant") == ["t"]  # what else the call asks for still travels
 
 
 async def test_flag_evaluations_are_span_events(make_gateway: GatewayFactory, two_upstreams: dict) -> None:

@@ -30,6 +30,20 @@ INCOMING_PARENT = "00f067aa0ba902b7"
 SAMPLED = 0x01  # W3C trace-flags bit
 
 
+STABLE_SERVER_ATTRIBUTES = (
+    "http.request.method",
+    "url.scheme",
+    "url.path",
+    "server.address",
+    "server.port",
+    "network.protocol.version",
+    "http.response.status_code",
+)
+OLD_HTTP_ATTRIBUTES = frozenset(
+    {"http.method", "http.scheme", "http.target", "http.url", "http.host", "http.flavor", "http.status_code"}
+)
+
+
 def routes_for(url: str) -> str:
     return f"""
 upstreams:
@@ -90,9 +104,22 @@ async def test_server_and_client_spans_are_linked_and_the_upstream_joins_the_tra
         "server.address": host,
         "server.port": int(port),
         "url.full": f"{upstream}/users/7",
+        "url.scheme": "http",
+        "url.path": "/users/7",
+        "network.protocol.version": "1.1",
         "gateway.upstream": "users",
         "http.response.status_code": 200,
     }
+    assert {name: server.attributes[name] for name in STABLE_SERVER_ATTRIBUTES} == {
+        "http.request.method": "GET",
+        "url.scheme": "http",
+        "url.path": "/api/users/7",
+        "server.address": "gw.test",  # the client's Host, without a port
+        "server.port": 80,
+        "network.protocol.version": "1.1",
+        "http.response.status_code": 200,
+    }
+    assert not OLD_HTTP_ATTRIBUTES & (set(server.attributes) | set(client_span.attributes))
     version, trace_id, parent_id, flags = traceparent_seen(response.json()).split("-")
     assert (version, trace_id, parent_id) == (
         "00",
@@ -133,18 +160,49 @@ async def test_ratio_zero_records_nothing_but_still_propagates(
     assert int(trace_id, 16) != 0
 
 
-async def test_upstream_5xx_marks_the_client_span_as_an_error(
-    make_gateway: GatewayFactory, exporter: InMemorySpanExporter
+@pytest.mark.parametrize(
+    ("code", "server_status", "server_error"),
+    [(404, StatusCode.UNSET, None), (503, StatusCode.ERROR, "503")],
+    ids=["4xx", "5xx"],
+)
+async def test_an_upstream_error_fails_the_client_span_and_only_a_5xx_the_server_span(
+    make_gateway: GatewayFactory,
+    exporter: InMemorySpanExporter,
+    code: int,
+    server_status: StatusCode,
+    server_error: str | None,
 ) -> None:
     app = make_gateway(
         routes_for("http://users.internal"), upstreams={"users": status}, tracer_provider=provider_for(exporter)
     )
     async with client_for(app) as client:
-        await client.get("/status/503")
-    client_span = by_kind(exporter.get_finished_spans(), SpanKind.CLIENT)
-    assert client_span.status.status_code == StatusCode.ERROR
+        await client.get(f"/status/{code}")
+    spans = exporter.get_finished_spans()
+    server, client_span = by_kind(spans, SpanKind.SERVER), by_kind(spans, SpanKind.CLIENT)
+    assert server.attributes is not None
     assert client_span.attributes is not None
-    assert client_span.attributes["error.type"] == "503"
+    assert (client_span.status.status_code, client_span.attributes["error.type"]) == (StatusCode.ERROR, str(code))
+    assert (server.status.status_code, server.attributes.get("error.type")) == (server_status, server_error)
+    assert server.attributes["http.response.status_code"] == client_span.attributes["http.response.status_code"]
+
+
+async def test_an_unmatched_request_is_named_by_its_method_alone(
+    make_gateway: GatewayFactory, exporter: InMemorySpanExporter
+) -> None:
+    app = make_gateway(
+        routes_for("http://users.internal"), upstreams={"users": echo}, tracer_provider=provider_for(exporter)
+    )
+    async with client_for(app) as client:
+        response = await client.get("/no/such/path/4711", headers={"Host": "[::1]:8443"})
+    [server] = exporter.get_finished_spans()
+    assert response.status_code == 404
+    assert server.name == "GET"
+    assert server.attributes is not None
+    assert (server.attributes["url.path"], server.attributes["http.response.status_code"]) == (
+        "/no/such/path/4711",
+        404,
+    )
+    assert (server.attributes["server.address"], server.attributes["server.port"]) == ("::1", 8443)
 
 
 async def test_unreachable_upstream_records_the_error_type(

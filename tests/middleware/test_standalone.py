@@ -2,6 +2,7 @@
 
 import json
 import logging
+import os
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -17,7 +18,7 @@ from starlette.routing import Route
 
 from middleware.access_log import AccessLogMiddleware, access_line
 from middleware.request_id import RequestIdMiddleware, request_id
-from middleware.tracing import tracing_middleware
+from middleware.tracing import SEMCONV_OPT_IN, opt_in_to_stable_http_conventions, tracing_middleware
 
 pytestmark = pytest.mark.anyio
 
@@ -47,6 +48,52 @@ async def test_server_span_is_named_by_the_route_template() -> None:
     assert span.name == "GET /items/{id}"
     assert span.attributes is not None
     assert (span.attributes["http.route"], span.attributes["app.tag"]) == ("/items/{id}", "x")
+
+
+@pytest.mark.parametrize(
+    ("host", "address", "port"),
+    [("app", "app", 80), ("App.Example:8443", "app.example", 8443), ("[::1]:9000", "::1", 9000)],
+    ids=["no-port", "port", "ipv6"],
+)
+async def test_server_spans_carry_the_stable_http_attributes(host: str, address: str, port: int) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    await get(app_with(Middleware(tracing_middleware, tracer_provider=provider)), "/items/42", headers={"Host": host})
+    [span] = exporter.get_finished_spans()
+    assert span.attributes is not None
+    assert {name: span.attributes.get(name) for name in ("http.request.method", "url.path", "http.method")} == {
+        "http.request.method": "GET",
+        "url.path": "/items/42",
+        "http.method": None,  # the old name
+    }
+    assert (span.attributes["server.address"], span.attributes["server.port"]) == (address, port)
+
+
+async def test_a_host_with_a_bad_port_leaves_the_socket_address() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    app = app_with(Middleware(tracing_middleware, tracer_provider=provider))
+    await get(app, "/items/1", headers={"Host": "elsewhere:port"})
+    [span] = exporter.get_finished_spans()
+    assert span.attributes is not None
+    assert span.attributes["server.address"] == "app"  # ASGITransport's scope["server"], from the base URL
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [(None, "http"), ("database", "database,http"), ("http/dup", "http/dup"), ("database, http", "database, http")],
+    ids=["unset", "other-signals", "dup", "already"],
+)
+def test_the_stable_http_conventions_are_asked_for_unless_the_operator_chose(
+    monkeypatch: pytest.MonkeyPatch, given: str | None, expected: str
+) -> None:
+    monkeypatch.setenv(SEMCONV_OPT_IN, given or "")  # restored after the test, whatever it was
+    if given is None:
+        monkeypatch.delenv(SEMCONV_OPT_IN)
+    opt_in_to_stable_http_conventions()
+    assert os.environ[SEMCONV_OPT_IN] == expected
 
 
 async def test_excluded_urls_make_no_span() -> None:
