@@ -338,7 +338,7 @@ class FlagdFlag(BaseModel):
     variants: Annotated[dict[str, JsonValue], AfterValidator(_flagd_variants)]
     default_variant: str | None = Field(default=None, alias="defaultVariant")
     targeting: JsonValue = Field(default_factory=dict)  # a JsonLogic expression evaluating to a variant name
-    metadata: dict[str, JsonValue] = Field(default_factory=dict)
+    metadata: dict[str, Scalar] = Field(default_factory=dict)  # flagd's schema: strings, numbers, booleans
 
     @model_validator(mode="after")
     def _default_is_a_variant(self) -> Self:
@@ -373,12 +373,23 @@ def _inline_refs(logic: Any, evaluators: Mapping[str, Any], seen: tuple[str, ...
 
 
 class FlagdDocument(BaseModel):
-    """A flagd flag-definition document: `{"flags": {...}, "$evaluators": {...}}`."""
+    """A flagd flag-definition document: `{"flags": {...}, "$evaluators": {...}, "metadata": {...}}`."""
 
     model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
 
     flags: dict[FlagKey, FlagdFlag]
     evaluators: dict[str, JsonValue] = Field(default_factory=dict, alias="$evaluators")
+    metadata: dict[str, Scalar] = Field(default_factory=dict)  # the flag set's, under every flag's own
+
+    def definitions(self) -> dict[str, FlagdFlag]:
+        """The flags, each with the flag set's metadata merged under its own: flagd returns that merge, the
+        flag's value winning on a shared key."""
+        if not self.metadata:
+            return dict(self.flags)
+        return {
+            key: flag.model_copy(update={"metadata": {**self.metadata, **flag.metadata}})
+            for key, flag in self.flags.items()
+        }
 
     @model_validator(mode="before")
     @classmethod

@@ -30,7 +30,7 @@ def parse_document(data: object, registry: "Registry | None" = None) -> dict[str
     context = validation_context(registry)
     flags = data.get("flags") if isinstance(data, Mapping) else None
     if isinstance(flags, Mapping) and any(is_flagd(flag) for flag in flags.values()):
-        return dict(FlagdDocument.model_validate(data, context=context).flags)
+        return dict(FlagdDocument.model_validate(data, context=context).definitions())
     return dict(FlagFile.model_validate(data, context=context).flags.root)
 
 

@@ -5,12 +5,17 @@ operators added: `fractional` (bucketing from flags.rollout), `sem_ver`, `starts
 it sees is flagd's: the context's attributes, `targetingKey`, and `$flagd.flagKey` / `$flagd.timestamp`.
 Outcomes follow flagd's evaluator: no targeting gives the default variant (STATIC); targeting returning null
 gives it too (DEFAULT); a variant name gives that variant (TARGETING_MATCH, also for `fractional`); a name
-that is not a variant, or targeting that fails, gives reason ERROR. A flag without `defaultVariant` falls
-back to the code default. Operator misuse yields null, as in current flagd, so the default variant applies.
+that is not a variant, or targeting that fails, gives reason ERROR. A flag whose `defaultVariant` is null or
+absent gives the code default with reason DEFAULT where flagd would use its default variant: the default
+of whoever asks (the flag passed to `Resolver.details`, the default value of an OpenFeature call). Operator
+misuse yields null, as in current flagd, so the default variant applies. Every resolution carries the
+flag's `metadata`, the flag set's merged under it (flagd's "flag metadata").
 """
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
+from types import MappingProxyType
 from typing import Any
 
 from json_logic import jsonLogic
@@ -21,7 +26,7 @@ from flags.evaluator import EvaluationError
 from flags.model import EvaluationContext, Flag
 from flags.resolution import ErrorCode, Reason, Resolution
 from flags.rollout import MAX_TOTAL_WEIGHT, Weighted
-from flags.semver import COMPARISONS, parse_version
+from flags.semver import COMPARISONS, version_of
 
 Operation = Callable[..., Any]
 
@@ -63,11 +68,14 @@ def fractional(data: Any, *args: Any) -> Any:
 
 
 def sem_ver(data: Any, *args: Any) -> bool | None:
-    """`{"sem_ver": [version, op, version]}` with op one of = != < <= > >= ^ ~ (see flags.semver)."""
-    if len(args) != 3 or not isinstance(args[0], str) or not isinstance(args[2], str):
+    """`{"sem_ver": [version, op, version]}` with op one of = != < <= > >= ^ ~ (see flags.semver).
+
+    Versions are strings or numbers (see flags.semver.version_of), as in flagd-evaluator.
+    """
+    if len(args) != 3:
         return None
     compare = COMPARISONS.get(args[1]) if isinstance(args[1], str) else None
-    left, right = parse_version(args[0]), parse_version(args[2])
+    left, right = version_of(args[0]), version_of(args[2])
     if compare is None or left is None or right is None:
         return None
     return compare(left, right)
@@ -101,22 +109,31 @@ def variant_key(result: object) -> str:
 
 
 class FlagdEvaluator:
+    """Every resolution carries the flag's metadata (the flag set's merged under it when it was loaded)."""
+
     __slots__ = ("_default", "_disabled", "_static", "_targeting", "_variants", "flag")
 
     def __init__(self, definition: FlagdFlag, flag: Flag[Any]) -> None:
         self.flag = flag
-        parse = flag.codec.parse
+        parse, metadata = flag.codec.parse, MappingProxyType(dict(definition.metadata))
         self._variants = {
-            name: Resolution(parse(value), Reason.TARGETING_MATCH, name) for name, value in definition.variants.items()
+            name: Resolution(parse(value), Reason.TARGETING_MATCH, name, flag_metadata=metadata)
+            for name, value in definition.variants.items()
         }
-        self._disabled = Resolution(flag.default, Reason.DISABLED) if definition.state == "DISABLED" else None
-        name = definition.default_variant
-        self._default = (
-            Resolution(parse(definition.variants[name]), Reason.DEFAULT, name)
-            if name is not None
-            else Resolution(flag.default, Reason.DEFAULT)
+        self._disabled = (
+            Resolution(flag.default, Reason.DISABLED, flag_metadata=metadata)
+            if definition.state == "DISABLED"
+            else None
         )
-        self._static = Resolution(self._default.value, Reason.STATIC, name) if name is not None else self._default
+        name = definition.default_variant
+        # without a default variant the value is the code default, and the resolver swaps in the caller's
+        self._default = Resolution(
+            parse(definition.variants[name]) if name is not None else flag.default,
+            Reason.DEFAULT,
+            name,
+            flag_metadata=metadata,
+        )
+        self._static = replace(self._default, reason=Reason.STATIC) if name is not None else self._default
         self._targeting = definition.targeting if definition.targeting not in ({}, None) else None
 
     def evaluate(self, context: EvaluationContext) -> Resolution[Any]:

@@ -14,7 +14,7 @@ from flags.evaluator import EvaluationError
 from flags.model import ORG_ATTRIBUTE, EvaluationContext, Flag, value_name
 from flags.resolution import ErrorCode, Reason, Resolution
 from flags.rollout import Weighted, in_rollout, rollout_weight
-from flags.semver import parse_condition, parse_version
+from flags.semver import parse_condition, version_of
 
 Condition = Callable[[EvaluationContext], bool]
 Outcome = Callable[[EvaluationContext], Resolution[Any] | None]  # None: the rule does not apply after all
@@ -182,7 +182,7 @@ def _attribute_condition(index: int, name: str, op: str, arg: Any) -> Condition:
         value = context.attributes.get(name, _MISSING)
         if value is _MISSING:
             return False
-        version = parse_version(value) if isinstance(value, str) else None
+        version = version_of(value)
         if version is None:
             raise broken("is not a semantic version", value)
         return compare_versions(version, target)

@@ -3,8 +3,9 @@
     api.set_provider(ResolverProvider(resolver))
     api.get_client().get_boolean_details("new-checkout", False, EvaluationContext("u-1", {"org": "acme"}))
 
-gives the value, variant, reason and error code `resolver.details(NEW_CHECKOUT, ...)` gives. Where our
-resolution carries no usable value (errors, DISABLED) the caller's default is returned, as the spec wants.
+gives the value, variant, reason, error code and flag metadata `resolver.details(NEW_CHECKOUT, ...)` gives.
+Where no variant chose the value (errors, DISABLED, a flagd flag without default variant) the caller's
+default is returned, as the spec and flagd want.
 A value of another type than asked for is TYPE_MISMATCH; a bool is never an integer.
 """
 
@@ -20,7 +21,7 @@ from openfeature.provider import AbstractProvider, Metadata
 from pydantic import BaseModel
 
 from flags.model import EvaluationContext
-from flags.resolution import Reason, Resolution
+from flags.resolution import Resolution
 from flags.resolver import Resolver
 
 T = TypeVar("T")
@@ -73,11 +74,17 @@ class ResolverProvider(AbstractProvider):
         convert: Callable[[Any], Any],
     ) -> FlagResolutionDetails[T]:
         resolution = self._resolver.evaluate(key, _context(context))
-        if resolution.error_code is not None or resolution.reason is Reason.DISABLED:
+        if resolution.is_code_default:  # errors, DISABLED, a flagd flag without default variant
             return _details(resolution, default)
         if not accepts(resolution.value):
             message = f"flag {key!r} is {type(_plain(resolution.value)).__name__}, not {type(default).__name__}"
-            return FlagResolutionDetails(default, OpenFeatureErrorCode.TYPE_MISMATCH, message, OpenFeatureReason.ERROR)
+            return FlagResolutionDetails(
+                default,
+                OpenFeatureErrorCode.TYPE_MISMATCH,
+                message,
+                OpenFeatureReason.ERROR,
+                flag_metadata=resolution.flag_metadata,
+            )
         return _details(resolution, convert(resolution.value))
 
     def _definitions_changed(self, resolver: Resolver) -> None:
@@ -87,7 +94,12 @@ class ResolverProvider(AbstractProvider):
 def _details(resolution: Resolution[Any], value: T) -> FlagResolutionDetails[T]:
     code = OpenFeatureErrorCode(resolution.error_code.value) if resolution.error_code is not None else None
     return FlagResolutionDetails(
-        value, code, resolution.error_message, OpenFeatureReason(resolution.reason.value), resolution.variant
+        value,
+        code,
+        resolution.error_message,
+        OpenFeatureReason(resolution.reason.value),
+        resolution.variant,
+        resolution.flag_metadata,
     )
 
 

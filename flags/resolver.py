@@ -7,7 +7,7 @@ sees either the old snapshot or the new one, never a mix.
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar
 
 from flags.compiler import compile_definition, compile_override, flag_for_definition
@@ -138,11 +138,14 @@ class Resolver:
 
     def _evaluate(self, evaluator: Evaluator, flag: Flag[T], context: EvaluationContext) -> Resolution[T]:
         try:
-            return evaluator.evaluate(context)
+            resolution = evaluator.evaluate(context)
         except EvaluationError as exc:
             return error_resolution(flag, exc.code, str(exc))
         except Exception as exc:  # the request path never sees a definition's failure
             return error_resolution(flag, ErrorCode.GENERAL, f"{type(exc).__name__}: {exc}")
+        if resolution.is_code_default and evaluator.flag is not flag:
+            return replace(resolution, value=flag.default)  # the code default is the caller's declaration's
+        return resolution
 
     def _run_hooks(self, key: str, context: EvaluationContext, resolution: Resolution[Any]) -> None:
         for hook in self._hooks:

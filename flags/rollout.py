@@ -5,7 +5,9 @@ OpenFeature flagd providers embed; the testbed tags it `fractional-v2`):
 
 1. The bucketing key is a string; by default the flag key immediately followed by the targeting key
    (`"new-profile" + "u-42"`), so two flags at 10% do not pick the same tenth of users.
-2. `h` = MurmurHash3 x86 32-bit of its UTF-8 bytes, seed 0, read as an unsigned integer.
+2. `h` = MurmurHash3 x86 32-bit of its UTF-8 bytes, seed 0, read as an unsigned integer. A lone surrogate
+   (`"\\ud800"`, which JSON and Python strings allow) is encoded as its three surrogate bytes
+   (`surrogatepass`), so every string has a bucket and valid UTF-8 keys keep theirs.
 3. With integer weights `w1..wn` (each >= 0, negative ones count as 0, sum `W` between 1 and 2**31 - 1),
    `bucket = (h * W) >> 32`, an integer in `[0, W)`.
 4. The first variant whose running sum of weights exceeds `bucket` wins.
@@ -32,7 +34,9 @@ ROLLOUT_TOTAL = 100 * ROLLOUT_SCALE
 
 def bucket(bucketing_key: str, total_weight: int) -> int:
     """Where `bucketing_key` falls in `[0, total_weight)`: flagd's `(murmur3_32(key) * W) >> 32`."""
-    return (mmh3.hash(bucketing_key, signed=False) * total_weight) >> 32
+    # mmh3 must be given bytes: handed a str holding a lone surrogate, it crashes the process
+    key = bucketing_key.encode("utf-8", "surrogatepass")
+    return (mmh3.hash(key, signed=False) * total_weight) >> 32
 
 
 class Weighted(Generic[V]):

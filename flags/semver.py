@@ -1,7 +1,8 @@
 """Semantic versions the way flagd's `sem_ver` reads them (Go's golang.org/x/mod/semver, SemVer 2.0.0 §11).
 
-A leading "v" is optional; "1" and "1.2" are shorthands for "1.0.0" and "1.2.0"; build metadata is ignored
-when comparing; a pre-release sorts before its release. "2.0.0.0" or "01.2.3" are not versions.
+A leading "v" or "V" is optional (flagd-evaluator strips either); "1" and "1.2" are shorthands for "1.0.0" and
+"1.2.0"; build metadata is ignored when comparing; a pre-release sorts before its release. "2.0.0.0" or
+"01.2.3" are not versions.
 """
 
 import operator
@@ -13,7 +14,7 @@ from functools import lru_cache
 _NUMBER = r"0|[1-9][0-9]*"
 _IDENTIFIERS = r"[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*"
 _VERSION = re.compile(
-    rf"v?(?P<major>{_NUMBER})(?:\.(?P<minor>{_NUMBER})"
+    rf"[vV]?(?P<major>{_NUMBER})(?:\.(?P<minor>{_NUMBER})"
     rf"(?:\.(?P<patch>{_NUMBER})(?:-(?P<pre>{_IDENTIFIERS}))?(?:\+{_IDENTIFIERS})?)?)?"
 )
 
@@ -44,6 +45,15 @@ def parse_version(text: str) -> Version | None:
         else:
             pre.append((1, identifier))
     return Version(int(match["major"]), int(match["minor"] or 0), int(match["patch"] or 0), not pre, tuple(pre))
+
+
+def version_of(value: object) -> Version | None:
+    """The version a context value names: a string, or a number read as its text the way flagd-evaluator
+    does (1 -> "1" -> 1.0.0, 1.2 -> 1.2.0), since a context often carries `"app_version": 2`. A bool is no
+    number here."""
+    if type(value) is int or type(value) is float:
+        value = str(value)
+    return parse_version(value) if isinstance(value, str) else None
 
 
 Comparison = Callable[[Version, Version], bool]

@@ -1,7 +1,8 @@
 """Where definitions come from: memory, a watched file, Redis shared by every replica, and the environment.
 
 Every source keeps its last good definitions: a bad file or an unreachable Redis leaves the flags as they
-were and shows up in the source's `error` instead. Sources satisfy `flags.resolver.FlagSource`.
+were and shows up in the source's `error` instead; a bad definition in Redis holds back only its own key
+(`RedisSource.invalid`). Sources satisfy `flags.resolver.FlagSource`.
 """
 
 import logging
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import anyio
 import anyio.abc
+from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from watchfiles import Change, awatch
@@ -139,6 +141,10 @@ class RedisSource(_Notifying):
     replicas within milliseconds. While Redis is unreachable the last good definitions stay in force,
     `error` says why, and `run()` reconnects (and reloads, to catch what it missed) every `retry_interval`
     seconds. Without messages it also reloads every `resync_interval` seconds as a safety net.
+
+    A stored definition that does not validate (written around `put()`, e.g. with redis-cli) is skipped
+    on its own: its key keeps its last good definition, if it had one, and is listed in `invalid` with
+    the reason, while every other key goes on updating. Listeners hear when `invalid` changes too.
     """
 
     def __init__(
@@ -154,21 +160,36 @@ class RedisSource(_Notifying):
         self.hash_key = f"{prefix}definitions"
         self.channel = f"{prefix}changes"
         self.error: Exception | None = None
+        self._invalid: Mapping[str, str] = {}
         self._client, self._registry = client, registry
         self._retry_interval, self._resync_interval = retry_interval, resync_interval
 
+    @property
+    def invalid(self) -> Mapping[str, str]:
+        """Stored definitions skipped at the last load: flag key -> why it does not validate."""
+        return self._invalid
+
     async def load(self) -> bool:
-        """Reads every definition; False (and `error` set) when Redis or a stored definition is bad."""
+        """Reads every definition; False (and `error` set) when Redis cannot be read. A bad definition
+        does not fail the load: it is skipped and listed in `invalid`."""
         try:
             stored = await self._client.hgetall(self.hash_key)
-            definitions = {
-                _text(key): definition_from_json(_text(key), text, self._registry) for key, text in stored.items()
-            }
-        except (RedisError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+        except RedisError as exc:
             self._fail(exc)
             return False
-        if definitions != self._definitions or self.error is not None:
-            self._definitions, self.error = definitions, None
+        definitions: dict[str, Definition] = {}
+        invalid: dict[str, str] = {}
+        for field, text in stored.items():
+            key = _text(field)
+            try:
+                definitions[key] = definition_from_json(key, text, self._registry)
+            except Exception as exc:  # whatever one stored value does wrong, only its own key is skipped
+                invalid[key] = _problem(exc)
+                if key in self._definitions:
+                    definitions[key] = self._definitions[key]
+        self._log_invalid(invalid)
+        if definitions != self._definitions or invalid != self._invalid or self.error is not None:
+            self._definitions, self._invalid, self.error = definitions, invalid, None
             self._notify()
         return True
 
@@ -214,9 +235,26 @@ class RedisSource(_Notifying):
         self.error = exc
         self._notify()
 
+    def _log_invalid(self, invalid: Mapping[str, str]) -> None:
+        """Once per new problem, not at every reload: any change to another flag reloads the whole hash."""
+        for key, problem in invalid.items():
+            if self._invalid.get(key) != problem:
+                kept = "its last good definition stays" if key in self._definitions else "it has none from Redis"
+                logger.error("flag definition %r in Redis %s skipped (%s): %s", key, self.hash_key, kept, problem)
+        for key in self._invalid.keys() - invalid.keys():
+            logger.info("flag definition %r in Redis %s is no longer invalid", key, self.hash_key)
+
 
 def _text(key: str | bytes) -> str:
-    return key if isinstance(key, str) else key.decode()
+    # a field that is not UTF-8 is still named, and then fails validation as a flag key
+    return key if isinstance(key, str) else key.decode(errors="backslashreplace")
+
+
+def _problem(exc: Exception) -> str:
+    """One line per validation error (`default: ...`), without pydantic's input echo and links."""
+    if isinstance(exc, ValidationError):
+        return "; ".join(f"{'.'.join(map(str, error['loc'])) or '(root)'}: {error['msg']}" for error in exc.errors())
+    return str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
 
 
 def env_overrides(environ: Mapping[str, str] | None = None, variable: str = OVERRIDE_VARIABLE) -> dict[str, str]:

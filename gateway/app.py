@@ -112,6 +112,7 @@ class Gateway:
         if self.flags.live is not None:
             live = self.flags.live
             live.subscribe(lambda: self.metrics.redis_failed("flags") if live.error is not None else None)
+            live.subscribe(lambda: self.metrics.invalid_flag_definitions.set(len(live.invalid)))
         self.store = build_store(settings, on_redis_error=lambda _: self.metrics.redis_failed("cache"))
         self.edge = EdgeResources.from_settings(settings, lambda _: self.metrics.redis_failed("ratelimit"))
         self.last_reload_error: str | None = None
@@ -320,7 +321,14 @@ class Gateway:
         raise PurgeFailed(400, "Give one of: url (absolute http(s) URL), prefix (a path starting with /), tag.")
 
     def config_status(self) -> dict[str, Any]:
-        return {"config_version": self.generation.version, "last_reload_error": self.last_reload_error}
+        """Also the flag definitions in Redis that were skipped: shown, but never a reason to be unready, since
+        every replica reads the same Redis and one bad key would take them all out."""
+        live = self.flags.live
+        return {
+            "config_version": self.generation.version,
+            "last_reload_error": self.last_reload_error,
+            "invalid_flag_definitions": dict(live.invalid) if live is not None else {},
+        }
 
     def ready_status(self) -> dict[str, Any]:
         return self.config_status() | {"upstreams": self.describe_upstreams()}

@@ -78,6 +78,12 @@ class Metrics:
         self.redis_errors = series.counter("gateway_redis_errors", "Failed Redis calls", ["component"])
         self.reloads = series.counter("gateway_config_reloads", "Route file reloads", ["result"])
         self.targets = TargetMetrics(series)
+        self.invalid_flag_definitions = Gauge(
+            "gateway_flag_definitions_invalid",
+            "Flag definitions in Redis skipped because they do not validate",
+            registry=registry,
+            multiprocess_mode="livemax",  # every worker reads the same Redis
+        )
 
     def exposition(self) -> bytes:
         return generate_latest(self._scraped())

@@ -10,9 +10,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from openfeature.evaluation_context import EvaluationContext as OpenFeatureContext
+from pydantic import ValidationError
 
-from flags import ErrorCode, EvaluationContext, Flag, Reason, Registry, Resolution, Resolver, load_file
+from flags import (
+    ErrorCode,
+    EvaluationContext,
+    Flag,
+    Reason,
+    Registry,
+    Resolution,
+    Resolver,
+    load_file,
+    parse_document,
+)
 from flags.flagd import fractional, sem_ver
+from flags.openfeature import ResolverProvider
 from flags.sources import FileSource
 
 DOCUMENT = Path(__file__).with_name("flagd_flags.json")
@@ -103,6 +116,11 @@ def test_fractional_forms(
         ("semver-v-prefix-flag", {"version": "2.0.0"}, "no-match", Reason.TARGETING_MATCH),
         ("semver-partial-version-flag", {"version": "1.5.0"}, "match", Reason.TARGETING_MATCH),
         ("semver-partial-version-flag", {"version": "2.0.0"}, "no-match", Reason.TARGETING_MATCH),
+        ("semver-v-prefix-flag", {"version": "V1.0.0"}, "match", Reason.TARGETING_MATCH),
+        ("semver-partial-version-flag", {"version": 1}, "match", Reason.TARGETING_MATCH),
+        ("semver-partial-version-flag", {"version": 1.5}, "match", Reason.TARGETING_MATCH),
+        ("semver-partial-version-flag", {"version": 2}, "no-match", Reason.TARGETING_MATCH),
+        ("semver-partial-version-flag", {"version": True}, "no-match", Reason.TARGETING_MATCH),
         ("semver-build-metadata-flag", {"version": "1.0.0+other"}, "match", Reason.TARGETING_MATCH),
         ("some-email-targeted-flag", {"email": "ballmer@macrosoft.com"}, "hi", Reason.TARGETING_MATCH),
         ("some-email-targeted-flag", {"email": "other@example.com"}, "bye", Reason.TARGETING_MATCH),
@@ -141,6 +159,38 @@ def test_a_flag_without_default_variant_falls_back_to_the_code_default() -> None
     assert resolver.details(targeted, EvaluationContext(None, {"email": "wozniak@orange.com"})) == Resolution(
         "Inventor", Reason.DEFAULT
     )
+
+
+@pytest.mark.parametrize(
+    ("key", "fallback", "email", "value", "reason"),
+    [
+        ("null-default-flag", True, None, True, Reason.DEFAULT),
+        ("null-default-flag", False, None, False, Reason.DEFAULT),
+        ("undefined-default-flag", 100, None, 100, Reason.DEFAULT),
+        ("no-default-flag-null-targeting-variant", "Inventor", "wozniak@orange.com", "Inventor", Reason.DEFAULT),
+        ("no-default-flag-null-targeting-variant", "CEO", "jobs@orange.com", "CEO", Reason.TARGETING_MATCH),
+        ("no-default-flag-undefined-targeting-variant", "Retired", "wozniak@orange.com", "Retired", Reason.DEFAULT),
+    ],
+)
+def test_without_default_variant_the_callers_fallback_applies(
+    resolver: Resolver, key: str, fallback: Any, email: str | None, value: Any, reason: Reason
+) -> None:
+    """The testbed's no-default-variant.feature: whoever asks gets their own fallback, never the type's zero
+    value; here an OpenFeature client, and a declaration in a registry the resolver was not given."""
+    attributes = {"email": email} if email else {}
+    provider = ResolverProvider(resolver)
+    kind = type(fallback).__name__  # also the name of the Registry method that declares such a flag
+    openfeature_kind = {"bool": "boolean", "int": "integer", "str": "string"}[kind]
+    try:
+        details = getattr(provider, f"resolve_{openfeature_kind}_details")(
+            key, fallback, OpenFeatureContext(attributes=attributes)
+        )
+    finally:
+        provider.shutdown()
+    assert (details.value, details.reason, details.error_code) == (value, reason, None)
+    declared = getattr(Registry(), kind)(key, default=fallback)
+    resolution = resolver.details(declared, EvaluationContext(None, attributes))
+    assert (resolution.value, resolution.reason, resolution.error_code) == (value, reason, None)
 
 
 @pytest.mark.parametrize(
@@ -203,8 +253,18 @@ def test_fractional_argument_handling(args: tuple[Any, ...], result: Any) -> Non
 
 @pytest.mark.parametrize(
     ("args", "result"),
-    [(("1.0.0", "=", "1.0.0"), True), (("1.0.0", "==", "1.0.0"), None), ((1, "=", "1.0.0"), None), (("1.0.0",), None)],
-    ids=["equal", "unknown-operator", "number", "too-few"],
+    [
+        (("1.0.0", "=", "1.0.0"), True),
+        (("1.0.0", "==", "1.0.0"), None),
+        ((1, "=", "1.0.0"), True),
+        ((1.2, "=", "1.2.0"), True),
+        (("2.0.0", ">", 1), True),
+        (("V1.2.3", "=", "v1.2.3"), True),
+        ((True, "=", "1.0.0"), None),
+        ((None, "=", "1.0.0"), None),
+        (("1.0.0",), None),
+    ],
+    ids=["equal", "unknown-operator", "integer", "float", "number-target", "v-prefixes", "bool", "null", "too-few"],
 )
 def test_sem_ver_argument_handling(args: tuple[Any, ...], result: Any) -> None:
     assert sem_ver({}, *args) == result
@@ -220,3 +280,64 @@ def test_targeting_results_are_variant_names_as_flagd_prints_them(targeting: Any
     variants = {"true": "yes", "false": "no", "2": "two", "1.5": "one and a half"}
     path.write_text(json.dumps({"flags": {"f": {"state": "ENABLED", "variants": variants, "targeting": targeting}}}))
     assert Resolver(sources=[FileSource(path)]).evaluate("f", EvaluationContext()).variant == variant
+
+
+METADATA_DOCUMENT = {
+    "metadata": {"team": "checkout", "flagSetId": "shop", "version": 1},
+    "flags": {
+        "combined": {
+            **flag({"on": True, "off": False}, "off", {"if": [{"==": [{"var": "tier"}, "gold"]}, "on", None]}),
+            "metadata": {"version": 17, "owner": "ana", "ratio": 0.5, "beta": True},
+        },
+        "only-set": flag({"on": True, "off": False}, "on"),
+        "retired": {**flag({"on": True, "off": False}, "on"), "state": "DISABLED", "metadata": {"why": "done"}},
+    },
+}
+SET = {"team": "checkout", "flagSetId": "shop", "version": 1}
+COMBINED = {"team": "checkout", "flagSetId": "shop", "version": 17, "owner": "ana", "ratio": 0.5, "beta": True}
+
+
+@pytest.mark.parametrize(
+    ("key", "tier", "reason", "metadata"),
+    [
+        ("combined", "gold", Reason.TARGETING_MATCH, COMBINED),
+        ("combined", "tin", Reason.DEFAULT, COMBINED),
+        ("only-set", None, Reason.STATIC, SET),
+        ("retired", None, Reason.DISABLED, {**SET, "why": "done"}),
+    ],
+)
+def test_flag_metadata_merges_over_flag_set_metadata(
+    tmp_path: Path, key: str, tier: str | None, reason: Reason, metadata: dict[str, Any]
+) -> None:
+    """flagd's "Metadata": the flag set's and the flag's, the flag's winning on a shared key, in the details
+    our resolver gives and in OpenFeature's `flag_metadata`."""
+    path = tmp_path / "flags.json"
+    path.write_text(json.dumps(METADATA_DOCUMENT))
+    resolver = Resolver(sources=[FileSource(path)])
+    attributes = {"tier": tier} if tier else {}
+    resolution = resolver.evaluate(key, EvaluationContext("u-1", attributes))
+    assert (resolution.reason, dict(resolution.flag_metadata)) == (reason, metadata)
+    provider = ResolverProvider(resolver)
+    try:
+        details = provider.resolve_boolean_details(key, False, OpenFeatureContext("u-1", attributes))
+    finally:
+        provider.shutdown()
+    assert (details.reason, dict(details.flag_metadata)) == (reason, metadata)
+
+
+def test_a_flag_without_metadata_has_none(resolver: Resolver) -> None:
+    assert dict(details(resolver, "boolean-flag").flag_metadata) == {}
+
+
+@pytest.mark.parametrize(
+    ("document", "loc"),
+    [
+        ({"flags": {"f": {**flag({"on": True}, "on"), "metadata": {"bad": {"key": "value"}}}}}, "flags.f.metadata.bad"),
+        ({"metadata": {"bad": [1]}, "flags": {"f": flag({"on": True}, "on")}}, "metadata.bad"),
+    ],
+    ids=["flag", "flag-set"],
+)
+def test_metadata_values_are_scalars_as_in_flagds_schema(document: dict[str, Any], loc: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        parse_document(document)
+    assert {".".join(map(str, error["loc"][: loc.count(".") + 1])) for error in caught.value.errors()} == {loc}

@@ -71,6 +71,10 @@ def ctx(user: str | None = None, **attributes: object) -> EvaluationContext:
         (ctx("u-3", app_version="2.1.0"), True, Reason.TARGETING_MATCH, "true"),
         (ctx("u-3", app_version="v2.10.1"), True, Reason.TARGETING_MATCH, "true"),
         (ctx("u-3", app_version="2.1.0-beta.1"), False, Reason.DEFAULT, "false"),
+        (ctx("u-3", app_version="V2.2"), True, Reason.TARGETING_MATCH, "true"),
+        (ctx("u-3", app_version=3), True, Reason.TARGETING_MATCH, "true"),
+        (ctx("u-3", app_version=2.1), True, Reason.TARGETING_MATCH, "true"),
+        (ctx("u-3", app_version=2), False, Reason.DEFAULT, "false"),
         (ctx("u-banned", org="acme"), False, Reason.TARGETING_MATCH, "false"),
         (ctx("u-tester"), True, Reason.TARGETING_MATCH, "true"),
         (ctx(None, org="acme"), True, Reason.TARGETING_MATCH, "true"),
@@ -89,6 +93,10 @@ def ctx(user: str | None = None, **attributes: object) -> EvaluationContext:
         "semver",
         "semver-v-prefix",
         "semver-prerelease-is-lower",
+        "semver-capital-v",
+        "semver-integer",
+        "semver-float",
+        "semver-integer-below",
         "override-beats-rules",
         "override-true",
         "org-without-user",
@@ -166,11 +174,11 @@ def test_a_flag_without_definition_gives_its_default_with_an_error() -> None:
         ),
         (
             {"attribute": "v", "semver": "^2", "value": True},
-            ctx("u", v=2),
-            "rule 0: attribute 'v' is not a semantic version: 2",
+            ctx("u", v=True),
+            "rule 0: attribute 'v' is not a semantic version: True",
         ),
     ],
-    ids=["text", "list", "semver-text", "semver-number"],
+    ids=["text", "list", "semver-text", "semver-bool"],
 )
 def test_a_broken_rule_gives_the_default_with_an_error(
     rule: dict[str, Any], context: EvaluationContext, message: str

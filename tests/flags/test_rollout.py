@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import example, given, settings, strategies as st
 
 from flags import EvaluationContext, Flag, Reason, Registry, Resolver, parse_document
 from flags.rollout import MAX_TOTAL_WEIGHT, Weighted, bucket, in_rollout, rollout_weight
@@ -134,3 +135,73 @@ def test_zero_weights_are_never_picked() -> None:
 def test_weights_must_add_up_to_something_reasonable(weights: list[int]) -> None:
     with pytest.raises(ValueError, match="weights must add up to between 1 and 2147483647"):
         Weighted([(str(i), w) for i, w in enumerate(weights)])
+
+
+ANY_TEXT = st.text(st.characters(exclude_categories=()))  # lone surrogates included: hypothesis leaves them out
+LONE_SURROGATES = ["\ud800", "\udfff", "u-\udc80-1", "\ud83d"]  # halves of pairs, alone
+
+
+def test_lone_surrogates_have_buckets_and_never_crash_the_process() -> None:
+    """mmh3 segfaults when handed a str holding a lone surrogate, which JSON and Python strings allow; the
+    key's UTF-8 bytes with `surrogatepass` are hashed instead. In a child, so that a crash fails this test
+    rather than ending the run."""
+    script = (
+        "import json, sys\n"
+        "from flags.rollout import bucket\n"
+        "print(json.dumps([bucket('new-profile' + key, 100_000) for key in json.load(sys.stdin)]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        input=json.dumps(LONE_SURROGATES),
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parents[2],
+    )
+    assert (result.returncode, json.loads(result.stdout or "null")) == (0, [64_535, 52_611, 62_811, 94_818])
+
+
+def mixed_resolver() -> tuple[Resolver, list[Flag[Any]]]:
+    """Every bucketing path: a native rollout and split, flagd's fractional by targeting key and by attribute."""
+    native = parse_document(
+        {
+            "flags": {
+                "rollout": {"type": "bool", "default": False, "rules": [{"rollout": 50, "value": True}]},
+                "split": {
+                    "type": "str",
+                    "default_variant": "a",
+                    "variants": {"a": "A", "b": "B"},
+                    "split": {"a": 1, "b": 1},
+                },
+            }
+        }
+    )
+    fractional = {"state": "ENABLED", "variants": {"a": "A", "b": "B"}, "defaultVariant": "a"}
+    flagd = parse_document(
+        {
+            "flags": {
+                "by-key": {**fractional, "targeting": {"fractional": [["a", 1], ["b", 1]]}},
+                "by-email": {**fractional, "targeting": {"fractional": [{"var": "email"}, ["a", 1], ["b", 1]]}},
+            }
+        }
+    )
+    definitions = {**native, **flagd}
+    registry = Registry()
+    flags = list(registry.declare(definitions.values()))
+    return Resolver(registry, sources=[InMemorySource(definitions)]), flags
+
+
+MIXED, MIXED_FLAGS = mixed_resolver()
+
+
+@settings(deadline=None)  # no timed tests
+@given(targeting_key=ANY_TEXT, attribute=ANY_TEXT)
+@example(targeting_key="\ud800", attribute="\udfff")
+@example(targeting_key="u-\udc80-1", attribute="\ud83d")
+def test_any_text_resolves_stickily_and_without_error(targeting_key: str, attribute: str) -> None:
+    context = EvaluationContext(targeting_key, {"email": attribute, "org": attribute})
+    for flag in MIXED_FLAGS:
+        resolution = MIXED.details(flag, context)
+        assert resolution.error_code is None
+        assert MIXED.details(flag, context) == resolution
+    assert MIXED.evaluate(attribute, context).error_code in (None, "FLAG_NOT_FOUND")
+    assert 0 <= bucket(targeting_key, 7) < 7

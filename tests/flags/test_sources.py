@@ -171,15 +171,76 @@ async def test_put_refuses_a_definition_that_does_not_fit_the_code(
 
 
 @pytest.mark.integration
-async def test_a_bad_definition_in_redis_keeps_the_last_good_ones(
+async def test_a_bad_definition_in_redis_keeps_the_last_good_one(
     redis_client: redis.asyncio.Redis, redis_prefix: str
 ) -> None:
     source = RedisSource(redis_client, prefix=redis_prefix)
     await source.put(limit(3))
     assert await source.load() is True
     await redis_client.hset(source.hash_key, "limit", '{"type": "int", "default": "three"}')
-    assert await source.load() is False
-    assert isinstance(source.error, ValidationError)
+    assert await source.load() is True
+    assert (source.error, dict(source.invalid)) == (
+        None,
+        {"limit": "default: int flag: expected an integer, got str 'three'"},
+    )
+    assert source.definitions == {"limit": limit(3)}
+    await source.put(limit(4))
+    assert await source.load() is True
+    assert (dict(source.invalid), source.definitions) == ({}, {"limit": limit(4)})
+
+
+@pytest.mark.integration
+async def test_one_bad_definition_in_redis_stops_no_other_update(
+    redis_client: redis.asyncio.Redis, redis_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The bad key is skipped and reported once; live updates to every other key keep arriving."""
+    source = RedisSource(redis_client, prefix=redis_prefix)
+    resolver = Resolver(sources=[source])
+    await source.put(FlagDefinition(key="theme", type="str", default="light"))
+    async with running(source):
+        broken, listener = signal(lambda: "theme" in source.invalid)
+        source.subscribe(listener)
+        await redis_client.hset(source.hash_key, "theme", '{"type": "str", "default": 7}')
+        await redis_client.publish(source.channel, "theme")
+        with anyio.fail_after(5):
+            await broken.wait()
+        for value in (1, 2):
+            updated, listener = signal(resolves_to(resolver, "limit", value))
+            unsubscribe = resolver.subscribe(listener)
+            await source.put(limit(value))
+            with anyio.fail_after(5):
+                await updated.wait()
+            unsubscribe()
+    assert dict(source.invalid) == {"theme": "default: str flag: expected a string, got int 7"}
+    assert (source.error, resolver.evaluate("theme", EvaluationContext()).value) == (None, "light")
+    skipped = [record for record in caplog.records if "skipped" in record.getMessage()]
+    assert [record.levelname for record in skipped] == ["ERROR"]  # not once per reload
+    assert "'theme'" in skipped[0].getMessage()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("field", "value", "problem"),
+    [
+        (b"theme", b"{not json", "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"),
+        (b"theme", b"[1]", "flag 'theme': expected a JSON object"),
+        (b"theme", b"\xff", "'utf-8' codec can't decode byte 0xff in position 0: invalid start byte"),
+        (b"theme", b"[" * 100_000, "RecursionError: maximum recursion depth exceeded while decoding a JSON array"),
+        (b"theme", b'{"state": "ENABLED", "variants": {}}', "variants: a flag needs at least one variant"),
+        (b"bad key", b'{"type": "int", "default": 1}', "key: String should match pattern"),
+        (b"\xfftheme", b'{"type": "int", "default": 1}', "key: String should match pattern"),
+    ],
+    ids=["not-json", "not-an-object", "not-utf8", "too-deep", "flagd-without-variants", "bad-key", "non-utf8-key"],
+)
+async def test_whatever_a_stored_value_does_wrong_only_its_key_is_skipped(
+    redis_client: redis.asyncio.Redis, redis_prefix: str, field: bytes, value: bytes, problem: str
+) -> None:
+    source = RedisSource(redis_client, prefix=redis_prefix)
+    await source.put(limit(3))
+    await redis_client.hset(source.hash_key, field, value)
+    assert await source.load() is True
+    [(key, reason)] = source.invalid.items()
+    assert (key, problem in reason) == (field.decode(errors="backslashreplace"), True)
     assert source.definitions == {"limit": limit(3)}
 
 

@@ -149,3 +149,24 @@ async def test_a_definition_put_in_redis_reaches_the_running_gateway(
             await changed.wait()
         after = await client.get("/api/users/1")
     assert (host_seen(before.json()), host_seen(after.json())) == ("users.internal", "users-v2.internal")
+
+
+async def test_a_bad_definition_in_redis_shows_in_ready_and_metrics(
+    make_gateway: GatewayFactory,
+    two_upstreams: dict,
+    redis_url: str,
+    redis_prefix: str,
+    redis_client: redis.asyncio.Redis,
+) -> None:
+    """Skipped on its own: the route file's definition of the key still applies, and the replica stays ready."""
+    await redis_client.hset(f"{redis_prefix}definitions", "pricing", '{"type": "str", "default": 7}')
+    settings = {"redis_url": redis_url, "flags": {"redis_prefix": redis_prefix}, **TRUSTED_CLIENT}
+    app = make_gateway(ROUTES, upstreams=two_upstreams, **settings)
+    async with client_for(app) as client:
+        ready = await client.get("/_gateway/ready")
+        metrics = await client.get("/_gateway/metrics")
+        proxied = await client.get("/api/users/1", headers={"X-User-Id": "u-2"})
+    assert (ready.status_code, ready.json()["status"]) == (200, "ready")
+    assert ready.json()["invalid_flag_definitions"] == {"pricing": "default: str flag: expected a string, got int 7"}
+    assert "\ngateway_flag_definitions_invalid 1.0\n" in metrics.text
+    assert seen(proxied.json(), "x-feature-flags") == ["pricing=b; new-profile=false"]
