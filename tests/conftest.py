@@ -1,3 +1,5 @@
+import functools
+import inspect
 import os
 import shutil
 import signal
@@ -5,20 +7,56 @@ import socket
 import subprocess
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from typing import ParamSpec
 from uuid import uuid4
 
+import anyio
 import pytest
 import redis
 import redis.asyncio
 
 DEFAULT_TEST_REDIS = "redis://127.0.0.1:6379/0"
+P = ParamSpec("P")
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"  # redis.asyncio and aiohttp are asyncio-only
+
+
+def _in_loop_limit(config: pytest.Config) -> float:
+    """Seconds an async test may run inside its event loop: half of pytest-timeout's limit, which also
+    covers setup and teardown."""
+    return float(config.getoption("timeout") or config.getini("timeout") or 0) / 2
+
+
+@pytest.fixture
+def time_limit(pytestconfig: pytest.Config) -> float:
+    """How long this test may take at most. A bound that scheduling alone must never reach (a store's
+    call budget, a fill lock's lease) is set to this, so only a test that fails anyway can hit it."""
+    return _in_loop_limit(pytestconfig)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Async tests are cancelled inside their own event loop before pytest-timeout fires. Its failure
+    interrupts the loop from outside and leaves anyio's runner task inside the test, awaiting forever,
+    so every async fixture's teardown, queued behind it, would hang the session."""
+    limit = _in_loop_limit(config)
+    if limit > 0:
+        for item in items:
+            if isinstance(item, pytest.Function) and inspect.iscoroutinefunction(item.obj):
+                item.obj = _cancelled_after(item.obj, limit)
+
+
+def _cancelled_after(test: Callable[P, Awaitable[None]], seconds: float) -> Callable[P, Awaitable[None]]:
+    @functools.wraps(test)
+    async def bounded(*args: P.args, **kwargs: P.kwargs) -> None:
+        with anyio.fail_after(seconds, reason=f"still running after {seconds:g}s, its in-loop limit"):
+            await test(*args, **kwargs)
+
+    return bounded
 
 
 def _reachable(url: str) -> bool:

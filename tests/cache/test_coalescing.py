@@ -13,12 +13,11 @@ from middleware.cache import (
     CacheStore,
     KeyRules,
     MemoryStore,
-    RedisStore,
     StoredResponse,
     UrlKey,
     url_key_for,
 )
-from tests.cache.conftest import Clock, ObservedStore, Upstream, client_for
+from tests.cache.conftest import Clock, ObservedStore, RedisStoreFactory, Upstream, client_for
 
 pytestmark = pytest.mark.anyio
 
@@ -60,22 +59,23 @@ async def test_followers_go_upstream_themselves_when_the_answer_cannot_be_shared
 
 
 @pytest.fixture
-async def replicas(redis_url: str, redis_prefix: str, clock: Clock) -> AsyncIterator[list[ObservedStore]]:
+async def replicas(redis_url: str, redis_store: RedisStoreFactory) -> AsyncIterator[list[ObservedStore]]:
     """Two replicas' stores: separate clients on one Redis, one key prefix."""
     clients = [redis.asyncio.Redis.from_url(redis_url) for _ in range(2)]
-    stores = [ObservedStore(RedisStore(client, prefix=redis_prefix)) for client in clients]
+    stores = [ObservedStore(redis_store(client)) for client in clients]
     yield stores
     for client in clients:
         await client.aclose()
 
 
 async def test_two_replicas_sharing_redis_send_one_request_upstream(
-    replicas: list[ObservedStore], redis_client: redis.asyncio.Redis, clock: Clock
+    replicas: list[ObservedStore], clock: Clock, time_limit: float
 ) -> None:
     first, second = replicas
     upstream = Upstream()
     upstream.gate = asyncio.Event()
-    apps = [CacheMiddleware(upstream, store=store, clock=clock) for store in replicas]
+    options = CacheOptions(lock_timeout=time_limit)  # A's lock outlasts the test: B can only get A's answer
+    apps = [CacheMiddleware(upstream, store=store, options=options, clock=clock) for store in replicas]
     async with client_for(apps[0]) as client_a, client_for(apps[1]) as client_b:
         on_a = [asyncio.create_task(client_a.get("/a")) for _ in range(50)]
         await upstream.arrived.wait()
@@ -91,14 +91,15 @@ async def test_two_replicas_sharing_redis_send_one_request_upstream(
 
 
 async def test_a_waiting_replica_goes_upstream_when_the_lock_holder_dies(
-    replicas: list[ObservedStore], clock: Clock
+    replicas: list[ObservedStore], clock: Clock, time_limit: float
 ) -> None:
     dead, alive = replicas
     url = url_key_for("http://test/a", KeyRules())
-    token = await dead.acquire(url, "h", 30)
+    token = await dead.acquire(url, "h", time_limit)
     assert token
     upstream = Upstream()
-    async with client_for(CacheMiddleware(upstream, store=alive, clock=clock)) as client:
+    cache = CacheMiddleware(upstream, store=alive, options=CacheOptions(lock_timeout=time_limit), clock=clock)
+    async with client_for(cache) as client:
         request = asyncio.create_task(client.get("/a"))
         await alive.waiting.wait()
         assert upstream.hits == 0
@@ -108,21 +109,28 @@ async def test_a_waiting_replica_goes_upstream_when_the_lock_holder_dies(
 
 
 async def test_a_waiting_replica_goes_upstream_when_the_lock_expires(
-    replicas: list[ObservedStore], clock: Clock
+    replicas: list[ObservedStore], redis_client: redis.asyncio.Redis, redis_prefix: str, clock: Clock, time_limit: float
 ) -> None:
     dead, alive = replicas
-    token = await dead.acquire(url_key_for("http://test/a", KeyRules()), "h", 0.2)  # never released
-    assert token
+    url = url_key_for("http://test/a", KeyRules())
+    assert await dead.acquire(url, "h", time_limit)  # never released
     upstream = Upstream()
-    cache = CacheMiddleware(upstream, store=alive, options=CacheOptions(lock_timeout=5), clock=clock)
+    cache = CacheMiddleware(upstream, store=alive, options=CacheOptions(lock_timeout=time_limit), clock=clock)
     async with client_for(cache) as client:
-        response = await client.get("/a")
+        request = asyncio.create_task(client.get("/a"))
+        await alive.waiting.wait()
+        assert upstream.hits == 0
+        assert await redis_client.pexpire(f"{redis_prefix}{{{url.digest}}}!h", 1)  # its lease runs out now
+        response = await request
     assert (upstream.hits, response.text) == (1, "hit 1")
 
 
-async def test_background_refresh_runs_on_one_replica(replicas: list[ObservedStore], clock: Clock) -> None:
+async def test_background_refresh_runs_on_one_replica(
+    replicas: list[ObservedStore], clock: Clock, time_limit: float
+) -> None:
     upstream = Upstream({"cache-control": "max-age=10, stale-while-revalidate=60"})
-    apps = [CacheMiddleware(upstream, store=store, clock=clock) for store in replicas]
+    options = CacheOptions(lock_timeout=time_limit)  # A's lock outlasts the test: B's refresh must give up
+    apps = [CacheMiddleware(upstream, store=store, options=options, clock=clock) for store in replicas]
     async with client_for(apps[0]) as client_a, client_for(apps[1]) as client_b:
         await client_a.get("/a")
         clock.advance(20)
@@ -151,10 +159,10 @@ class FilledMeanwhile(ObservedStore):
 
 
 async def test_an_answer_that_landed_before_the_lock_is_used(
-    redis_client: redis.asyncio.Redis, redis_prefix: str, clock: Clock
+    redis_client: redis.asyncio.Redis, redis_store: RedisStoreFactory, clock: Clock
 ) -> None:
     landed = StoredResponse(200, ((b"content-length", b"5"),), b"other", clock(), clock(), 0.0, 60.0)
-    store = FilledMeanwhile(RedisStore(redis_client, prefix=redis_prefix), landed)
+    store = FilledMeanwhile(redis_store(redis_client), landed)
     upstream = Upstream()
     async with client_for(CacheMiddleware(upstream, store=store, clock=clock)) as client:
         response = await client.get("/a")
@@ -165,10 +173,10 @@ async def test_an_answer_that_landed_before_the_lock_is_used(
 
 
 async def test_a_waiting_replica_stops_waiting_after_its_lock_timeout(
-    replicas: list[ObservedStore], clock: Clock
+    replicas: list[ObservedStore], clock: Clock, time_limit: float
 ) -> None:
     dead, alive = replicas
-    assert await dead.acquire(url_key_for("http://test/a", KeyRules()), "h", 30)
+    assert await dead.acquire(url_key_for("http://test/a", KeyRules()), "h", time_limit)
     upstream = Upstream()
     cache = CacheMiddleware(upstream, store=alive, options=CacheOptions(lock_timeout=0.1), clock=clock)
     async with client_for(cache) as client:
