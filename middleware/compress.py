@@ -22,7 +22,15 @@ import zstandard
 from middleware.etags import EntityTag, format_etag_list, parse_etag, parse_etag_list
 from middleware.types import ASGIApp, Header, Message, RawHeaders, Receive, Scope, Send
 
-__all__ = ["DEFAULT_LEVELS", "DEFAULT_SKIP_TYPES", "LEVEL_RANGES", "Coding", "CompressionMiddleware", "negotiate"]
+__all__ = [
+    "DEFAULT_LEVELS",
+    "DEFAULT_SKIP_TYPES",
+    "LEVEL_RANGES",
+    "CodedBodies",
+    "Coding",
+    "CompressionMiddleware",
+    "negotiate",
+]
 
 Coding = Literal["br", "zstd", "gzip"]
 CODINGS: Final[tuple[Coding, ...]] = get_args(Coding)
@@ -120,19 +128,22 @@ class _Stream:
         return self.process(data) + (self.finish() if last else self.flush())
 
 
-class _Memo:
-    """Coded bodies by (body digest, coding) within a byte budget, the least recently used dropped first: a hot
-    body (a cache hit) is coded once per coding instead of once per request."""
+class CodedBodies:
+    """Coded bodies by (body digest, coding, level) within a byte budget, the least recently used dropped first: a
+    hot body (a cache hit) is coded once per coding instead of once per request. Keyed by the bytes, not by a
+    URL or an ETag, so one memo may serve many middlewares."""
 
-    def __init__(self, budget: int) -> None:
+    def __init__(self, budget: int = 16 << 20) -> None:
+        if type(budget) is not int or budget < 0:
+            raise ValueError(f"the memo's budget must be a non-negative number of bytes, got {budget!r}")
         self.budget = budget
         self.used = 0
-        self.entries: OrderedDict[tuple[bytes, Coding], bytes] = OrderedDict()
+        self.entries: OrderedDict[tuple[bytes, Coding, int], bytes] = OrderedDict()
 
     def coded(self, body: bytes, coding: Coding, level: int) -> bytes:
         if self.budget == 0:
             return _compress(coding, level, body)
-        key = (xxhash.xxh3_128_digest(body), coding)
+        key = (xxhash.xxh3_128_digest(body), coding, level)
         coded = self.entries.get(key)
         if coded is not None:
             self.entries.move_to_end(key)
@@ -153,7 +164,7 @@ class CompressionMiddleware:
     - min_size: bodies shorter than this (by Content-Length, or a body sent whole) go out as they are.
     - skip_types: media types (`type/*` for a whole type) never coded, beside DEFAULT_SKIP_TYPES; `+json` and
       `+xml` types always are. `text/event-stream` never is: events must reach the client as they happen.
-    - memo_bytes: the budget of coded bodies kept per process (0: none kept).
+    - memo: where coded bodies are kept for the next answer with the same body; by default one of its own.
 
     Left as they are: answers with a Content-Encoding or `Cache-Control: no-transform`, 1xx, 204, 206 and 304
     (whose ETag is mapped, see below). Every other answer of a codable type gets `Vary: Accept-Encoding`, coded or
@@ -174,7 +185,7 @@ class CompressionMiddleware:
         levels: Mapping[Coding, int] | None = None,
         min_size: int = 1024,
         skip_types: Iterable[str] = (),
-        memo_bytes: int = 16 << 20,
+        memo: CodedBodies | None = None,
     ) -> None:
         codings = tuple(codings)
         if not codings or len(set(codings)) != len(codings) or not set(codings) <= set(CODINGS):
@@ -184,9 +195,8 @@ class CompressionMiddleware:
             allowed = LEVEL_RANGES.get(coding)
             if allowed is None or type(level) is not int or level not in allowed:
                 raise ValueError(f"levels: {coding!r} takes an integer level in {_span(allowed)}, got {level!r}")
-        for name, value in (("min_size", min_size), ("memo_bytes", memo_bytes)):
-            if type(value) is not int or value < 0:
-                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        if type(min_size) is not int or min_size < 0:
+            raise ValueError(f"min_size must be a non-negative integer, got {min_size!r}")
         skipped = {media_type.lower() for media_type in (*DEFAULT_SKIP_TYPES, *skip_types)}
         for media_type in skipped:
             major, slash, minor = media_type.partition("/")
@@ -197,7 +207,7 @@ class CompressionMiddleware:
         self.levels: dict[Coding, int] = {**DEFAULT_LEVELS, **given}
         self.min_size = min_size
         self.skip_types = frozenset(skipped)
-        self.memo = _Memo(memo_bytes)
+        self.memo = CodedBodies() if memo is None else memo
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from middleware.compress import CompressionMiddleware, negotiate
+from middleware.compress import CodedBodies, CompressionMiddleware, negotiate
 from middleware.conditional import ConditionalMiddleware
 
 pytestmark = pytest.mark.anyio
@@ -299,7 +299,7 @@ async def test_if_match_names_the_stored_tag_inside() -> None:
 
 async def test_the_memo_codes_a_body_once_per_coding_within_its_budget() -> None:
     budget = len(brotli.compress(TEXT, quality=4)) + len(gzip.compress(TEXT, 6, mtime=0))  # two bodies' worth
-    middleware = CompressionMiddleware(Upstream().app(), memo_bytes=budget)
+    middleware = CompressionMiddleware(Upstream().app(), memo=CodedBodies(budget))
     for _ in range(3):
         for coding in ("br", "gzip"):
             _, raw = await fetch(middleware, coding)
@@ -310,12 +310,14 @@ async def test_the_memo_codes_a_body_once_per_coding_within_its_budget() -> None
     for coding in ("br", "zstd", "gzip"):
         await fetch(middleware, coding)
     assert sum(map(len, middleware.memo.entries.values())) == middleware.memo.used <= budget
-    assert [coding for _, coding in middleware.memo.entries] == ["br", "zstd", "gzip"][-len(middleware.memo.entries) :]
+    assert [coding for _, coding, _ in middleware.memo.entries] == ["br", "zstd", "gzip"][
+        -len(middleware.memo.entries) :
+    ]
 
 
 @pytest.mark.parametrize("budget", [0, 100])  # none, or less than one coded body
 async def test_what_does_not_fit_the_memo_is_coded_afresh(budget: int) -> None:
-    middleware = CompressionMiddleware(Upstream().app(), memo_bytes=budget)
+    middleware = CompressionMiddleware(Upstream().app(), memo=CodedBodies(budget))
     _, raw = await fetch(middleware, "br")
     assert brotli.decompress(raw) == TEXT
     assert not middleware.memo.entries
@@ -342,7 +344,6 @@ async def test_websocket_and_lifespan_scopes_pass_through() -> None:
         ({"levels": {"zstd": 1.5}}, r"'zstd' takes an integer level in 1\.\.22"),
         ({"levels": {"deflate": 1}}, r"'deflate' takes an integer level in none \(not a coding\)"),
         ({"min_size": -1}, "min_size must be a non-negative integer"),
-        ({"memo_bytes": "big"}, "memo_bytes must be a non-negative integer"),
         ({"skip_types": ["image"]}, "'image' is not a media type"),
         ({"skip_types": ["image/p*"]}, "'image/p\\*' is not a media type"),
     ],
@@ -350,3 +351,17 @@ async def test_websocket_and_lifespan_scopes_pass_through() -> None:
 def test_options_are_checked(options: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         CompressionMiddleware(Upstream().app(), **options)
+
+
+def test_the_memo_budget_is_checked() -> None:
+    with pytest.raises(ValueError, match="the memo's budget must be a non-negative number of bytes, got -1"):
+        CodedBodies(-1)
+
+
+async def test_one_memo_serves_many_middlewares_apart_by_level() -> None:
+    memo = CodedBodies()
+    fast, small = (CompressionMiddleware(Upstream().app(), memo=memo, levels={"gzip": level}) for level in (1, 9))
+    for middleware in (fast, small, fast):
+        _, raw = await fetch(middleware, "gzip")
+        assert gzip.decompress(raw) == TEXT
+    assert sorted(level for _, _, level in memo.entries) == [1, 9]
