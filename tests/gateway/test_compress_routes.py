@@ -25,7 +25,7 @@ upstreams:
   origin: {url: "http://origin.internal"}
 routes:
   - {path: "/docs/{id}", upstream: docs, cache: {ttl: 60}, compress: {}}
-  - {path: "/tagged/{id}", upstream: docs, rewrite: "/docs/{id}", etag: {generate: true}, cache: {ttl: 60}, compress: {}}
+  - {path: "/tagged/{id}", upstream: docs, rewrite: "/docs/{id}", etag: {}, cache: {ttl: 60}, compress: {}}
   - {path: "/plain/{id}", upstream: docs, rewrite: "/docs/{id}", compress: {codings: [gzip], min_size: 10}}
   - {path: /stream, upstream: origin, etag: {}, cache: {ttl: 30}, compress: {min_size: 0}}
 """
