@@ -126,6 +126,44 @@ class EtagSpec(StrictModel):
     preconditions: Literal["auto", "gateway", "upstream"] | None = None  # who evaluates If-Match on writes
 
 
+class CompressLevels(StrictModel):
+    """Per coding, as its library counts levels; unset: the middleware's defaults."""
+
+    br: int | None = Field(default=None, ge=0, le=11)
+    zstd: int | None = Field(default=None, ge=1, le=22)
+    gzip: int | None = Field(default=None, ge=1, le=9)
+
+
+Coding = Literal["br", "zstd", "gzip"]
+_MEDIA_TYPE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+/(?:\*|[!#$%&'+\-.^_`|~0-9A-Za-z]+)$")  # type/sub, type/*
+
+
+class CompressSpec(StrictModel):
+    """Answers coded in br, zstd or gzip by the client's Accept-Encoding (middleware/compress.py)."""
+
+    codings: tuple[Coding, ...] = ("br", "zstd", "gzip")  # offered, in this order of preference
+    levels: CompressLevels = CompressLevels()
+    min_size: int = Field(default=1024, ge=0)  # shorter bodies go out as they are
+    skip_types: tuple[str, ...] = ()  # never coded, beside images, audio, video and compressed archives
+
+    @field_validator("codings")
+    @classmethod
+    def _some_codings(cls, value: tuple[Coding, ...]) -> tuple[Coding, ...]:
+        if not value:
+            raise ValueError("must name at least one coding")
+        if len(set(value)) != len(value):
+            raise ValueError("lists a coding twice")
+        return value
+
+    @field_validator("skip_types")
+    @classmethod
+    def _media_types(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for media_type in value:
+            if not _MEDIA_TYPE.match(media_type):
+                raise ValueError(f"{media_type!r} is not a media type (type/subtype or type/*)")
+        return value
+
+
 class CacheSpec(StrictModel):
     """RFC 9111 shared caching for a route (seconds throughout)."""
 
@@ -248,6 +286,7 @@ class RouteSpec(StrictModel):
     auth: AuthSpec | None = None  # who may call (config/edge.py)
     rate_limit: RateLimitSpec | None = None
     cors: CorsSpec | None = None
+    compress: CompressSpec | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -1,8 +1,10 @@
 """A route spec becomes its chain once, at start-up: only what its config asks for, in DESIGN.md's order.
 
-    cors -> auth -> rate limit -> flags -> cache -> conditional (ETag, 304, 412) -> proxy | fan-out
+    cors -> auth -> rate limit -> flags -> compress -> cache -> conditional (ETag, 304, 412) -> proxy | fan-out
 
-The edge policies (cors, auth, rate limit) are outermost; gateway/edge.py says why in that order.
+The edge policies (cors, auth, rate limit) are outermost; gateway/edge.py says why in that order. Compression
+sits outside the cache, which then stores the identity body once for clients of every coding, and outside the
+conditional layers, so a 304 names the coded ETag the client holds.
 
 ETags are generated inside the cache, so an entry stores its tag and is not hashed again on every hit, and a
 revalidation of a generated tag comes back as a 304 that refreshes the entry. The cache answers conditional
@@ -15,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from config.routes import PARAM, CacheSpec, EtagSpec, RouteSpec
+from config.routes import PARAM, CacheSpec, CompressSpec, EtagSpec, RouteSpec
 from config.settings import EtagSettings, FlagSettings
 from flags.resolver import Resolver
 from gateway.caching import KeyExtras, cache_options, key_extras
@@ -29,6 +31,7 @@ from gateway.templates import split_template
 from gateway.upstreams import Upstream
 from gateway.websocket import WebSocketProxy
 from middleware.cache import CacheMiddleware, CacheStore
+from middleware.compress import CodedBodies, Coding, CompressionMiddleware
 from middleware.conditional import ConditionalMiddleware
 from middleware.flags import FlagsMiddleware
 from middleware.types import ASGIApp
@@ -48,6 +51,7 @@ class RouteDependencies:
     fanout_forwarded: frozenset[bytes]  # client headers every fan-out call carries: trace context, request id, flags
     request_id_header: str  # set on every answer by the gateway itself, so dropped from upstream answers
     edge: EdgeResources = field(default_factory=EdgeResources)  # for auth, rate limits and CORS
+    coded_bodies: CodedBodies = field(default_factory=CodedBodies)  # one budget for every compressing route
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +80,8 @@ def build_chain(spec: RouteSpec, deps: RouteDependencies) -> Chain:
         app = ConditionalMiddleware(app, **etag)
     if spec.cache is not None:
         app = cached(app, spec.cache, deps.store, caches, key_extras(spec.cache, spec.flag_keys))
+    if spec.compress is not None:
+        app = compressed(app, spec.compress, deps.coded_bodies)
     return Chain(with_edge(with_flags(app, spec, deps), spec, deps.edge), caches, websocket)
 
 
@@ -100,6 +106,18 @@ def cached(
     cache = CacheMiddleware(app, store=store, options=cache_options(spec), key_extras=extras)
     caches.append(cache)
     return cache
+
+
+def compressed(app: ASGIApp, spec: CompressSpec, memo: CodedBodies) -> CompressionMiddleware:
+    given: tuple[tuple[Coding, int | None], ...] = (
+        ("br", spec.levels.br),
+        ("zstd", spec.levels.zstd),
+        ("gzip", spec.levels.gzip),
+    )
+    levels = {coding: level for coding, level in given if level is not None}
+    return CompressionMiddleware(
+        app, codings=spec.codings, levels=levels, min_size=spec.min_size, skip_types=spec.skip_types, memo=memo
+    )
 
 
 def etag_options(spec: RouteSpec, defaults: EtagSettings) -> dict[str, Any] | None:
