@@ -28,12 +28,11 @@ from harness import free_port
 from jwt.algorithms import ECAlgorithm
 from starlette.types import Message, Scope
 
-BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH.parent))
+from config.loader import load_route_file
+from config.settings import Settings
+from gateway.app import Gateway
 
-from config.loader import load_route_file  # noqa: E402
-from config.settings import Settings  # noqa: E402
-from gateway.app import Gateway  # noqa: E402
+BENCH = Path(__file__).resolve().parent
 
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 ROUNDS = 5

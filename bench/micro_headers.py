@@ -1,4 +1,4 @@
-"""Header handling per proxied request: gateway.headers on the fields a browser sends and nginx answers with.
+"""Header handling per proxied request: gateway/headers.py on the fields a browser sends and nginx answers with.
 
 Prints one line per case: microseconds per call (best of several repeats of timeit) and calls per second.
 BENCH_QUICK=1 shortens the repeats.

@@ -714,12 +714,12 @@ def write_routes(run_dir: Path, origin: Origin, scenarios: Sequence[Scenario]) -
 
 
 def committed_sources(run_dir: Path) -> Path:
-    """The last commit's packages, put before the working tree on the gateway's PYTHONPATH: what is measured
-    then stays put while others edit the tree."""
+    """The last commit's packages as asgi_gateway.*, on the gateway's PYTHONPATH, where they are found before the
+    editable install's: what is measured then stays put while others edit the tree."""
     archive = subprocess.run(["git", "archive", "HEAD", *SOURCES], cwd=ROOT, capture_output=True, check=True)
     target = run_dir / "src"
     with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
-        tar.extractall(target, filter="data")
+        tar.extractall(target / "asgi_gateway", filter="data")
     return target
 
 

@@ -1,7 +1,7 @@
 """flagd compatibility: evaluates flagd flag definitions with JsonLogic and flagd's custom operators.
 
 Targeting runs on panzi-json-logic (the JsonLogic the OpenFeature flagd Python provider used) with flagd's
-operators added: `fractional` (bucketing from flags.rollout), `sem_ver`, `starts_with`, `ends_with`. The data
+operators added: `fractional` (bucketing from rollout.py), `sem_ver`, `starts_with`, `ends_with`. The data
 it sees is flagd's: the context's attributes, `targetingKey`, and `$flagd.flagKey` / `$flagd.timestamp`.
 Outcomes follow flagd's evaluator: no targeting gives the default variant (STATIC); targeting returning null
 gives it too (DEFAULT); a variant name gives that variant (TARGETING_MATCH, also for `fractional`); a name
