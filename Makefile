@@ -53,7 +53,7 @@ test: lint typecheck unit
 
 # The route files' JSON Schema, generated from config/routes.py; a test fails while the committed one is stale.
 schema: $(VENV)/.installed-run
-	$(BIN)/python -m gateway schema > config/routes.schema.json
+	$(BIN)/python -m asgi_gateway.gateway schema > config/routes.schema.json
 
 # `make bench` (about 11 minutes) or `make bench-quick` (about 2); `make bench ARGS="--rounds 5"` passes options to
 # bench/run.py. nginx and wrk come from Debian's packages when missing; results land in bench/results/ and BENCHMARKS.md.

@@ -16,9 +16,9 @@ from uuid import uuid4
 
 import redis.asyncio
 
-from middleware.cache import CacheMiddleware, CacheOptions, KeyRules, MemoryStore, RedisStore, TieredStore
-from middleware.cache.keys import extras_variant, url_key
-from middleware.types import ASGIApp, Message, Receive, Scope, Send
+from asgi_gateway.middleware.cache import CacheMiddleware, CacheOptions, KeyRules, MemoryStore, RedisStore, TieredStore
+from asgi_gateway.middleware.cache.keys import extras_variant, url_key
+from asgi_gateway.middleware.types import ASGIApp, Message, Receive, Scope, Send
 
 BODY = b"x" * 1024
 RESPONSE_HEADERS = [

@@ -13,9 +13,9 @@ import json
 
 from micro_cache import per_op, receive, send
 
-from middleware.cache import CacheMiddleware, MemoryStore
-from middleware.compress import CodedBodies, CompressionMiddleware
-from middleware.types import ASGIApp, Receive, Scope, Send
+from asgi_gateway.middleware.cache import CacheMiddleware, MemoryStore
+from asgi_gateway.middleware.compress import CodedBodies, CompressionMiddleware
+from asgi_gateway.middleware.types import ASGIApp, Receive, Scope, Send
 
 
 def document(size: int) -> bytes:

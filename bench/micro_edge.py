@@ -28,9 +28,9 @@ from harness import free_port
 from jwt.algorithms import ECAlgorithm
 from starlette.types import Message, Scope
 
-from config.loader import load_route_file
-from config.settings import Settings
-from gateway.app import Gateway
+from asgi_gateway.config.loader import load_route_file
+from asgi_gateway.config.settings import Settings
+from asgi_gateway.gateway.app import Gateway
 
 BENCH = Path(__file__).resolve().parent
 

@@ -7,8 +7,8 @@ worst case for native rules; the flagd case runs JsonLogic (an `if` over `ends_w
 import timeit
 from collections.abc import Callable
 
-from flags import EvaluationContext, Registry, Resolver, parse_document
-from flags.sources import InMemorySource
+from asgi_gateway.flags import EvaluationContext, Registry, Resolver, parse_document
+from asgi_gateway.flags.sources import InMemorySource
 
 NATIVE = {
     "type": "bool",

@@ -8,8 +8,8 @@ import os
 import timeit
 from collections.abc import Callable
 
-from gateway.headers import NO_RULES, HeaderRules, client_response_headers, upstream_request_headers
-from middleware.types import RawHeaders
+from asgi_gateway.gateway.headers import NO_RULES, HeaderRules, client_response_headers, upstream_request_headers
+from asgi_gateway.middleware.types import RawHeaders
 
 BROWSER: RawHeaders = [
     (b"host", b"api.example.com"),

@@ -740,7 +740,7 @@ def command(contender: Contender, port: int, routes: Path, run_dir: Path, origin
         "redis-starlette": "redis_app",
     }
     target = f"{module[contender.family]}:app"
-    if contender.server == "uvicorn":  # the flags gateway.__main__ passes to uvicorn.run
+    if contender.server == "uvicorn":  # the flags asgi_gateway.gateway.__main__ passes to uvicorn.run
         return [
             str(BIN / "uvicorn"), target, "--app-dir", str(BENCH), "--host", "127.0.0.1", "--port", str(port),
             "--loop", "uvloop", "--http", "httptools", "--ws", "none", "--lifespan", "on", "--no-access-log",

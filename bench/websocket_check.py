@@ -138,7 +138,7 @@ async def main(argv: Sequence[str]) -> int:
                 f"upstreams:\n  ws: {upstream_spec}\nroutes:\n  - {{path: /echo, upstream: ws}}\n"
             )
             gateway, gateway_port = await start(
-                [sys.executable, "-m", "gateway", "run", "--routes", str(routes), "--port", "0"], env
+                [sys.executable, "-m", "asgi_gateway.gateway", "run", "--routes", str(routes), "--port", "0"], env
             )
             try:
                 payload = b"m" * args.size

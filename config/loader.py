@@ -12,8 +12,8 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from config.errors import ConfigError, ConfigIssue, error_message
-from config.routes import Loc, RouteFile, cross_reference_issues
+from asgi_gateway.config.errors import ConfigError, ConfigIssue, error_message
+from asgi_gateway.config.routes import Loc, RouteFile, cross_reference_issues
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 

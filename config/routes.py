@@ -10,10 +10,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
-from config.edge import AuthSpec, CorsSpec, RateLimitSpec, rate_limit_key_issue
-from config.pools import Balance, HealthCheckSpec, OriginUrl, OutlierSpec, RetrySpec, TargetSpec
-from flags.definitions import FlagDefinitions
-from flags.model import FlagKind
+from asgi_gateway.config.edge import AuthSpec, CorsSpec, RateLimitSpec, rate_limit_key_issue
+from asgi_gateway.config.pools import Balance, HealthCheckSpec, OriginUrl, OutlierSpec, RetrySpec, TargetSpec
+from asgi_gateway.flags.definitions import FlagDefinitions
+from asgi_gateway.flags.model import FlagKind
 
 Loc = tuple[int | str, ...]
 Seconds = Annotated[float, Field(gt=0)]

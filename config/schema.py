@@ -7,7 +7,7 @@ it asks for methods in capitals where the loader forgives lower case.
 
 from typing import Any
 
-from config.routes import RouteFile
+from asgi_gateway.config.routes import RouteFile
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 

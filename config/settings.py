@@ -20,7 +20,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from config.errors import ConfigError, ConfigIssue, error_message
+from asgi_gateway.config.errors import ConfigError, ConfigIssue, error_message
 
 ENV_PREFIX = "GATEWAY_"
 # prometheus-client's own variable: where several worker processes keep their counts (set by `gateway run`)

@@ -37,7 +37,7 @@ def main() -> int:
         env[f"{name.upper()}_PORT"] = str(sock.getsockname()[1])
     upstreams = [serve_upstream(name, sock) for name, sock in sockets.items()]
     print(f"demo upstreams: users on :{env['USERS_PORT']}, orders on :{env['ORDERS_PORT']}", flush=True)
-    gateway = subprocess.Popen([sys.executable, "-m", "gateway", "run"], env=env)
+    gateway = subprocess.Popen([sys.executable, "-m", "asgi_gateway.gateway", "run"], env=env)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the whole demo, not just this script
     try:
         return gateway.wait()

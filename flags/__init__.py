@@ -6,12 +6,12 @@
                         overrides=env_overrides())
     if resolver.resolve(NEW_CHECKOUT, EvaluationContext(user_id, {"org": org_id})): ...
 
-No web dependencies: usable from any app, CLI or worker. The sources (`flags.sources`: memory, watched
-file, Redis, environment overrides) and the OpenFeature provider (`flags.openfeature`) are imported from
+No web dependencies: usable from any app, CLI or worker. The sources (`asgi_gateway.flags.sources`: memory, watched
+file, Redis, environment overrides) and the OpenFeature provider (`asgi_gateway.flags.openfeature`) are imported from
 their own modules.
 """
 
-from flags.definitions import (
+from asgi_gateway.flags.definitions import (
     Definition,
     FlagdDocument,
     FlagDefinition,
@@ -21,13 +21,13 @@ from flags.definitions import (
     Rule,
     validation_context,
 )
-from flags.documents import load_file, parse_document
-from flags.header import format_flags_header, parse_flags_header
-from flags.model import EvaluationContext, Flag, FlagKind
-from flags.registry import DuplicateFlagError, Registry
-from flags.resolution import ErrorCode, Reason, Resolution
-from flags.resolver import EvaluationHook, FlagSource, Resolver
-from flags.rollout import bucket
+from asgi_gateway.flags.documents import load_file, parse_document
+from asgi_gateway.flags.header import format_flags_header, parse_flags_header
+from asgi_gateway.flags.model import EvaluationContext, Flag, FlagKind
+from asgi_gateway.flags.registry import DuplicateFlagError, Registry
+from asgi_gateway.flags.resolution import ErrorCode, Reason, Resolution
+from asgi_gateway.flags.resolver import EvaluationHook, FlagSource, Resolver
+from asgi_gateway.flags.rollout import bucket
 
 __all__ = [
     "Definition",

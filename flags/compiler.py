@@ -3,12 +3,12 @@
 import json
 from typing import Any
 
-from flags.definitions import Definition, FlagDefinition, FlagdFlag
-from flags.evaluator import Evaluator, Fixed
-from flags.flagd import FlagdEvaluator
-from flags.model import PLAIN_CODECS, Flag, FlagKind, value_name
-from flags.native import NativeEvaluator
-from flags.resolution import Reason, Resolution
+from asgi_gateway.flags.definitions import Definition, FlagDefinition, FlagdFlag
+from asgi_gateway.flags.evaluator import Evaluator, Fixed
+from asgi_gateway.flags.flagd import FlagdEvaluator
+from asgi_gateway.flags.model import PLAIN_CODECS, Flag, FlagKind, value_name
+from asgi_gateway.flags.native import NativeEvaluator
+from asgi_gateway.flags.resolution import Reason, Resolution
 
 _ZERO: dict[FlagKind, object] = {
     FlagKind.BOOL: False,

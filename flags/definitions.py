@@ -54,12 +54,12 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from flags.model import FLAG_KEY_PATTERN, PLAIN_CODECS, Codec, Flag, FlagKind
-from flags.rollout import MAX_TOTAL_WEIGHT
-from flags.semver import COMPARISONS, parse_condition
+from asgi_gateway.flags.model import FLAG_KEY_PATTERN, PLAIN_CODECS, Codec, Flag, FlagKind
+from asgi_gateway.flags.rollout import MAX_TOTAL_WEIGHT
+from asgi_gateway.flags.semver import COMPARISONS, parse_condition
 
 if TYPE_CHECKING:
-    from flags.registry import Registry
+    from asgi_gateway.flags.registry import Registry
 
 REGISTRY_CONTEXT = "flag_registry"
 

@@ -8,10 +8,17 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from pydantic import TypeAdapter
 
-from flags.definitions import Definition, FlagdDocument, FlagDefinition, FlagdFlag, FlagFile, validation_context
+from asgi_gateway.flags.definitions import (
+    Definition,
+    FlagdDocument,
+    FlagDefinition,
+    FlagdFlag,
+    FlagFile,
+    validation_context,
+)
 
 if TYPE_CHECKING:
-    from flags.registry import Registry
+    from asgi_gateway.flags.registry import Registry
 
 Definitions = Mapping[str, Definition]
 

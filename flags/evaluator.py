@@ -2,8 +2,8 @@
 
 from typing import Any, Protocol
 
-from flags.model import EvaluationContext, Flag
-from flags.resolution import ErrorCode, Reason, Resolution
+from asgi_gateway.flags.model import EvaluationContext, Flag
+from asgi_gateway.flags.resolution import ErrorCode, Reason, Resolution
 
 
 class Evaluator(Protocol):

@@ -21,12 +21,12 @@ from typing import Any
 from json_logic import jsonLogic
 from json_logic.builtins import BUILTINS
 
-from flags.definitions import FlagdFlag
-from flags.evaluator import EvaluationError
-from flags.model import EvaluationContext, Flag
-from flags.resolution import ErrorCode, Reason, Resolution
-from flags.rollout import MAX_TOTAL_WEIGHT, Weighted
-from flags.semver import COMPARISONS, version_of
+from asgi_gateway.flags.definitions import FlagdFlag
+from asgi_gateway.flags.evaluator import EvaluationError
+from asgi_gateway.flags.model import EvaluationContext, Flag
+from asgi_gateway.flags.resolution import ErrorCode, Reason, Resolution
+from asgi_gateway.flags.rollout import MAX_TOTAL_WEIGHT, Weighted
+from asgi_gateway.flags.semver import COMPARISONS, version_of
 
 Operation = Callable[..., Any]
 
@@ -68,9 +68,9 @@ def fractional(data: Any, *args: Any) -> Any:
 
 
 def sem_ver(data: Any, *args: Any) -> bool | None:
-    """`{"sem_ver": [version, op, version]}` with op one of = != < <= > >= ^ ~ (see flags.semver).
+    """`{"sem_ver": [version, op, version]}` with op one of = != < <= > >= ^ ~ (see asgi_gateway.flags.semver).
 
-    Versions are strings or numbers (see flags.semver.version_of), as in flagd-evaluator.
+    Versions are strings or numbers (see asgi_gateway.flags.semver.version_of), as in flagd-evaluator.
     """
     if len(args) != 3:
         return None

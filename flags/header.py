@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, unquote
 
-from flags.resolution import Resolution
+from asgi_gateway.flags.resolution import Resolution
 
 _SAFE = "!#$&'()*+-./:<>?@[]^_`{|}~"  # everything printable but space, '"', '%', ',', ';', '=' and '\\'
 

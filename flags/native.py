@@ -9,12 +9,12 @@ import operator
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from flags.definitions import FlagDefinition, Rule
-from flags.evaluator import EvaluationError
-from flags.model import ORG_ATTRIBUTE, EvaluationContext, Flag, value_name
-from flags.resolution import ErrorCode, Reason, Resolution
-from flags.rollout import Weighted, in_rollout, rollout_weight
-from flags.semver import parse_condition, version_of
+from asgi_gateway.flags.definitions import FlagDefinition, Rule
+from asgi_gateway.flags.evaluator import EvaluationError
+from asgi_gateway.flags.model import ORG_ATTRIBUTE, EvaluationContext, Flag, value_name
+from asgi_gateway.flags.resolution import ErrorCode, Reason, Resolution
+from asgi_gateway.flags.rollout import Weighted, in_rollout, rollout_weight
+from asgi_gateway.flags.semver import parse_condition, version_of
 
 Condition = Callable[[EvaluationContext], bool]
 Outcome = Callable[[EvaluationContext], Resolution[Any] | None]  # None: the rule does not apply after all

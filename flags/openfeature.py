@@ -20,9 +20,9 @@ from openfeature.flag_evaluation import FlagResolutionDetails, FlagValueType, Re
 from openfeature.provider import AbstractProvider, Metadata
 from pydantic import BaseModel
 
-from flags.model import EvaluationContext
-from flags.resolution import Resolution
-from flags.resolver import Resolver
+from asgi_gateway.flags.model import EvaluationContext
+from asgi_gateway.flags.resolution import Resolution
+from asgi_gateway.flags.resolver import Resolver
 
 T = TypeVar("T")
 ObjectValue = Sequence[FlagValueType] | Mapping[str, FlagValueType]

@@ -7,9 +7,9 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, JsonValue
 
-from flags.compiler import flag_for_definition
-from flags.definitions import Definition
-from flags.model import BOOL, FLOAT, INT, JSON, STR, Flag, enum_codec, model_codec
+from asgi_gateway.flags.compiler import flag_for_definition
+from asgi_gateway.flags.definitions import Definition
+from asgi_gateway.flags.model import BOOL, FLOAT, INT, JSON, STR, Flag, enum_codec, model_codec
 
 T = TypeVar("T")
 E = TypeVar("E", bound=Enum)

@@ -6,7 +6,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Generic, TypeVar
 
-from flags.model import value_name
+from asgi_gateway.flags.model import value_name
 
 T = TypeVar("T")
 

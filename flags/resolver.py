@@ -10,13 +10,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar
 
-from flags.compiler import compile_definition, compile_override, flag_for_definition
-from flags.definitions import Definition
-from flags.evaluator import EvaluationError, Evaluator, Fixed, error_resolution
-from flags.listeners import Listeners
-from flags.model import EvaluationContext, Flag
-from flags.registry import Registry
-from flags.resolution import ErrorCode, Reason, Resolution
+from asgi_gateway.flags.compiler import compile_definition, compile_override, flag_for_definition
+from asgi_gateway.flags.definitions import Definition
+from asgi_gateway.flags.evaluator import EvaluationError, Evaluator, Fixed, error_resolution
+from asgi_gateway.flags.listeners import Listeners
+from asgi_gateway.flags.model import EvaluationContext, Flag
+from asgi_gateway.flags.registry import Registry
+from asgi_gateway.flags.resolution import ErrorCode, Reason, Resolution
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 Every source keeps its last good definitions: a bad file or an unreachable Redis leaves the flags as they
 were and shows up in the source's `error` instead; a bad definition in Redis holds back only its own key
-(`RedisSource.invalid`). Sources satisfy `flags.resolver.FlagSource`.
+(`RedisSource.invalid`). Sources satisfy `asgi_gateway.flags.resolver.FlagSource`.
 """
 
 import logging
@@ -18,10 +18,10 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from watchfiles import Change, awatch
 
-from flags.definitions import Definition
-from flags.documents import definition_from_json, definition_to_json, load_file
-from flags.listeners import Listeners
-from flags.registry import Registry
+from asgi_gateway.flags.definitions import Definition
+from asgi_gateway.flags.documents import definition_from_json, definition_to_json, load_file
+from asgi_gateway.flags.listeners import Listeners
+from asgi_gateway.flags.registry import Registry
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def _by_key(definitions: Iterable[Definition] | Mapping[str, Definition]) -> dic
 class FileSource(_Notifying):
     """A YAML or JSON flag file, reloaded when it changes (once `run()` is running).
 
-    `loader` reads and validates the file; the default is `flags.documents.load_file` (native or flagd
+    `loader` reads and validates the file; the default is `asgi_gateway.flags.documents.load_file` (native or flagd
     format). A gateway passes its own loader to report errors as file:line. The first load happens here and
     raises, so a bad file stops start-up; later bad versions are logged, kept in `error`, and ignored.
     """

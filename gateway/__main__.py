@@ -13,13 +13,13 @@ from pathlib import Path
 
 import uvicorn
 
-from config.errors import ConfigError
-from config.loader import load_route_file
-from config.routes import MAX_WEBSOCKET_MESSAGE_BYTES, RouteFile
-from config.schema import route_file_schema
-from config.settings import ENV_PREFIX, PROMETHEUS_MULTIPROC_DIR, Settings, load_settings
-from gateway.logs import log_config
-from gateway.wsserver import GracefulWebSocketProtocol
+from asgi_gateway.config.errors import ConfigError
+from asgi_gateway.config.loader import load_route_file
+from asgi_gateway.config.routes import MAX_WEBSOCKET_MESSAGE_BYTES, RouteFile
+from asgi_gateway.config.schema import route_file_schema
+from asgi_gateway.config.settings import ENV_PREFIX, PROMETHEUS_MULTIPROC_DIR, Settings, load_settings
+from asgi_gateway.gateway.logs import log_config
+from asgi_gateway.gateway.wsserver import GracefulWebSocketProtocol
 
 EXIT_INVALID = 1  # `gateway check`: the files are wrong
 EXIT_CONFIG = 2  # `gateway run`: cannot start with this configuration
@@ -135,7 +135,7 @@ def serve(settings: Settings) -> None:
         except ImportError:
             sys.exit("granian is not installed: pip install 'asgi-gateway[granian]'")
         Granian(
-            "gateway.app:create_app",
+            "asgi_gateway.gateway.app:create_app",
             factory=True,
             interface=Interfaces.ASGI,
             address=settings.host,
@@ -146,7 +146,7 @@ def serve(settings: Settings) -> None:
         ).serve()
         return
     uvicorn.run(
-        "gateway.app:create_app",
+        "asgi_gateway.gateway.app:create_app",
         factory=True,
         host=settings.host,
         port=settings.port,

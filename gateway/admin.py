@@ -18,9 +18,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from flags.model import ORG_ATTRIBUTE, EvaluationContext
-from flags.resolver import Resolver
-from middleware.problem import problem_response
+from asgi_gateway.flags.model import ORG_ATTRIBUTE, EvaluationContext
+from asgi_gateway.flags.resolver import Resolver
+from asgi_gateway.middleware.problem import problem_response
 
 logger = logging.getLogger("gateway.admin")
 

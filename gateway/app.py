@@ -29,29 +29,29 @@ from opentelemetry.sdk.trace import TracerProvider
 from starlette.routing import BaseRoute, Route
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from config.errors import ConfigError, ConfigIssue
-from config.loader import load_route_file
-from config.routes import RouteFile, UpstreamSpec
-from config.settings import Settings, load_settings
-from flags.resolver import Resolver
-from gateway.admin import Admin, PurgeFailed
-from gateway.caching import build_store
-from gateway.chains import RouteDependencies
-from gateway.dashboard import Dashboard
-from gateway.edge import EdgeResources
-from gateway.flagwiring import build_flags, flag_span_event
-from gateway.health import Health
-from gateway.logs import AccessLines
-from gateway.metrics import MeteredTransport, Metrics, RequestMetrics
-from gateway.pool import Pool, TargetTransports
-from gateway.recorder import RequestRecorder
-from gateway.routing import GatewayRouter, compile_routes, own_app
-from gateway.telemetry import TracedTransport, build_tracer_provider, server_span_attributes
-from gateway.upstreams import AiohttpTransport, HttpxTransport, Timeouts, Transport, Upstream
-from middleware.cache import CacheMiddleware, StoreUnavailable
-from middleware.peers import TrustedPeerHeaders
-from middleware.tracing import PROPAGATION_FIELDS, tracing_middleware
-from middleware.types import ASGIApp, Receive, Scope, Send
+from asgi_gateway.config.errors import ConfigError, ConfigIssue
+from asgi_gateway.config.loader import load_route_file
+from asgi_gateway.config.routes import RouteFile, UpstreamSpec
+from asgi_gateway.config.settings import Settings, load_settings
+from asgi_gateway.flags.resolver import Resolver
+from asgi_gateway.gateway.admin import Admin, PurgeFailed
+from asgi_gateway.gateway.caching import build_store
+from asgi_gateway.gateway.chains import RouteDependencies
+from asgi_gateway.gateway.dashboard import Dashboard
+from asgi_gateway.gateway.edge import EdgeResources
+from asgi_gateway.gateway.flagwiring import build_flags, flag_span_event
+from asgi_gateway.gateway.health import Health
+from asgi_gateway.gateway.logs import AccessLines
+from asgi_gateway.gateway.metrics import MeteredTransport, Metrics, RequestMetrics
+from asgi_gateway.gateway.pool import Pool, TargetTransports
+from asgi_gateway.gateway.recorder import RequestRecorder
+from asgi_gateway.gateway.routing import GatewayRouter, compile_routes, own_app
+from asgi_gateway.gateway.telemetry import TracedTransport, build_tracer_provider, server_span_attributes
+from asgi_gateway.gateway.upstreams import AiohttpTransport, HttpxTransport, Timeouts, Transport, Upstream
+from asgi_gateway.middleware.cache import CacheMiddleware, StoreUnavailable
+from asgi_gateway.middleware.peers import TrustedPeerHeaders
+from asgi_gateway.middleware.tracing import PROPAGATION_FIELDS, tracing_middleware
+from asgi_gateway.middleware.types import ASGIApp, Receive, Scope, Send
 
 logger = logging.getLogger("gateway")
 
@@ -439,7 +439,7 @@ def build_upstreams(
             pool = Pool(name, spec, connect, metrics.targets)
             upstreams[name] = Upstream(name, "", pool.host, pool)  # the pool prefixes each target's URL
             continue
-        assert spec.url is not None  # an upstream without a pool has one url (config.routes.UpstreamSpec)
+        assert spec.url is not None  # an upstream without a pool has one url (asgi_gateway.config.routes.UpstreamSpec)
         upstreams[name] = Upstream(name, spec.url, urlsplit(spec.url).netloc, observed(_transport(spec, settings, app)))
     if issues:
         raise ConfigError(issues)

@@ -12,8 +12,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 import xxhash
 
-from config.pools import Balance, HashBalance, HashKey
-from gateway.headers import Field
+from asgi_gateway.config.pools import Balance, HashBalance, HashKey
+from asgi_gateway.gateway.headers import Field
 
 _UNIT = float(1 << 52)
 

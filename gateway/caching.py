@@ -3,11 +3,11 @@
 import json
 from collections.abc import Callable, Sequence
 
-from config.routes import CacheSpec
-from config.settings import Settings
-from middleware.cache import CacheOptions, CacheStore, KeyRules, MemoryStore, RedisStore, TieredStore
-from middleware.flags import flag_resolutions
-from middleware.types import Scope
+from asgi_gateway.config.routes import CacheSpec
+from asgi_gateway.config.settings import Settings
+from asgi_gateway.middleware.cache import CacheOptions, CacheStore, KeyRules, MemoryStore, RedisStore, TieredStore
+from asgi_gateway.middleware.flags import flag_resolutions
+from asgi_gateway.middleware.types import Scope
 
 KeyExtras = Callable[[Scope], str | None]
 

@@ -17,24 +17,24 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from config.routes import PARAM, CacheSpec, CompressSpec, EtagSpec, RouteSpec
-from config.settings import EtagSettings, FlagSettings
-from flags.resolver import Resolver
-from gateway.caching import KeyExtras, cache_options, key_extras
-from gateway.edge import EdgeResources, with_edge
-from gateway.fanout import FanoutCall, FanoutHandler
-from gateway.flagwiring import route_flags
-from gateway.headers import HeaderRules
-from gateway.pool import SAFE_TO_RETRY
-from gateway.proxy import PathRewrite, ProxyHandler
-from gateway.templates import split_template
-from gateway.upstreams import Upstream
-from gateway.websocket import WebSocketProxy
-from middleware.cache import CacheMiddleware, CacheStore
-from middleware.compress import CodedBodies, Coding, CompressionMiddleware
-from middleware.conditional import ConditionalMiddleware
-from middleware.flags import FlagsMiddleware
-from middleware.types import ASGIApp
+from asgi_gateway.config.routes import PARAM, CacheSpec, CompressSpec, EtagSpec, RouteSpec
+from asgi_gateway.config.settings import EtagSettings, FlagSettings
+from asgi_gateway.flags.resolver import Resolver
+from asgi_gateway.gateway.caching import KeyExtras, cache_options, key_extras
+from asgi_gateway.gateway.edge import EdgeResources, with_edge
+from asgi_gateway.gateway.fanout import FanoutCall, FanoutHandler
+from asgi_gateway.gateway.flagwiring import route_flags
+from asgi_gateway.gateway.headers import HeaderRules
+from asgi_gateway.gateway.pool import SAFE_TO_RETRY
+from asgi_gateway.gateway.proxy import PathRewrite, ProxyHandler
+from asgi_gateway.gateway.templates import split_template
+from asgi_gateway.gateway.upstreams import Upstream
+from asgi_gateway.gateway.websocket import WebSocketProxy
+from asgi_gateway.middleware.cache import CacheMiddleware, CacheStore
+from asgi_gateway.middleware.compress import CodedBodies, Coding, CompressionMiddleware
+from asgi_gateway.middleware.conditional import ConditionalMiddleware
+from asgi_gateway.middleware.flags import FlagsMiddleware
+from asgi_gateway.middleware.types import ASGIApp
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +152,7 @@ def field_names(names: Iterable[str]) -> frozenset[bytes]:
 
 
 def proxy_handler(spec: RouteSpec, deps: RouteDependencies) -> ProxyHandler:
-    assert spec.upstream is not None  # guaranteed by config.routes.cross_reference_issues
+    assert spec.upstream is not None  # guaranteed by asgi_gateway.config.routes.cross_reference_issues
     catch_all = frozenset(m.group(1) for m in PARAM.finditer(spec.path) if m.group(2) == "path")
     request, response = spec.headers.request, spec.headers.response
     # The gateway's own request id replaces an upstream's, and a route's (as it always did): dropped here, once

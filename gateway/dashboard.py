@@ -18,10 +18,10 @@ from prometheus_client.metrics_core import Metric
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
-from config.routes import ALL_METHODS, RouteFile, RouteSpec
-from flags.definitions import Definition, FlagDefinition
-from flags.resolver import Resolver
-from gateway.metrics import Metrics
+from asgi_gateway.config.routes import ALL_METHODS, RouteFile, RouteSpec
+from asgi_gateway.flags.definitions import Definition, FlagDefinition
+from asgi_gateway.flags.resolver import Resolver
+from asgi_gateway.gateway.metrics import Metrics
 
 REFRESH_SECONDS = 5
 RATE_WINDOW_SECONDS = 60.0

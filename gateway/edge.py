@@ -20,12 +20,20 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 from starlette.middleware.cors import CORSMiddleware
 
-from config.edge import AuthSpec, CorsSpec, JwtSpec, RateLimitSpec
-from config.routes import RouteSpec
-from config.settings import Settings
-from middleware.auth import APIKeyVerifier, AuthMiddleware, Identity, JWKSCache, JWTVerifier, Verifier, identity_of
-from middleware.problem import problem_response
-from middleware.ratelimit import (
+from asgi_gateway.config.edge import AuthSpec, CorsSpec, JwtSpec, RateLimitSpec
+from asgi_gateway.config.routes import RouteSpec
+from asgi_gateway.config.settings import Settings
+from asgi_gateway.middleware.auth import (
+    APIKeyVerifier,
+    AuthMiddleware,
+    Identity,
+    JWKSCache,
+    JWTVerifier,
+    Verifier,
+    identity_of,
+)
+from asgi_gateway.middleware.problem import problem_response
+from asgi_gateway.middleware.ratelimit import (
     KeyFunction,
     Limiter,
     MemoryLimiter,
@@ -35,7 +43,7 @@ from middleware.ratelimit import (
     header_key,
     peer_key,
 )
-from middleware.types import ASGIApp, Receive, Scope, Send
+from asgi_gateway.middleware.types import ASGIApp, Receive, Scope, Send
 
 REDIS_TIMEOUT = 0.25  # seconds: a slower Redis is stepped around, the request let through
 

@@ -15,14 +15,14 @@ from urllib.parse import parse_qs, quote
 import msgspec
 from opentelemetry import trace
 
-from gateway.gather import Call, Outcome, gather
-from gateway.headers import NO_RULES, Field, upstream_request_headers
-from gateway.templates import PCHAR_SAFE, Template
-from gateway.upstreams import Upstream, UpstreamTimeout
-from middleware.internal import call_internal
-from middleware.problem import problem_response
-from middleware.tracing import PROPAGATION_FIELDS
-from middleware.types import ASGIApp, Header, RawHeaders, Receive, Scope, Send
+from asgi_gateway.gateway.gather import Call, Outcome, gather
+from asgi_gateway.gateway.headers import NO_RULES, Field, upstream_request_headers
+from asgi_gateway.gateway.templates import PCHAR_SAFE, Template
+from asgi_gateway.gateway.upstreams import Upstream, UpstreamTimeout
+from asgi_gateway.middleware.internal import call_internal
+from asgi_gateway.middleware.problem import problem_response
+from asgi_gateway.middleware.tracing import PROPAGATION_FIELDS
+from asgi_gateway.middleware.types import ASGIApp, Header, RawHeaders, Receive, Scope, Send
 
 _QUERY_VALUE_SAFE = "!$'()*+,;:@-._~/?"
 _parse = msgspec.json.Decoder().decode

@@ -11,12 +11,12 @@ from typing import Any
 import redis.asyncio
 from opentelemetry import trace
 
-from config.routes import RouteFile, RouteSpec
-from config.settings import FlagSettings
-from flags.model import EvaluationContext, Flag
-from flags.resolution import Resolution
-from flags.resolver import FlagSource, Resolver
-from flags.sources import InMemorySource, RedisSource, env_overrides
+from asgi_gateway.config.routes import RouteFile, RouteSpec
+from asgi_gateway.config.settings import FlagSettings
+from asgi_gateway.flags.model import EvaluationContext, Flag
+from asgi_gateway.flags.resolution import Resolution
+from asgi_gateway.flags.resolver import FlagSource, Resolver
+from asgi_gateway.flags.sources import InMemorySource, RedisSource, env_overrides
 
 
 @dataclass(frozen=True, slots=True)

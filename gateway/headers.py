@@ -13,9 +13,9 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from middleware.hopbyhop import HOP_BY_HOP, named_by_connection
-from middleware.httpdates import format_http_timestamp
-from middleware.types import Header, RawHeaders
+from asgi_gateway.middleware.hopbyhop import HOP_BY_HOP, named_by_connection
+from asgi_gateway.middleware.httpdates import format_http_timestamp
+from asgi_gateway.middleware.types import Header, RawHeaders
 
 Field = tuple[str, str]  # a field as the upstream clients take it: name, value (latin-1)
 

@@ -10,11 +10,11 @@ import random
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
 
-from config.pools import HealthCheckSpec
-from gateway.upstreams import Transport, UpstreamError
+from asgi_gateway.config.pools import HealthCheckSpec
+from asgi_gateway.gateway.upstreams import Transport, UpstreamError
 
 if TYPE_CHECKING:
-    from gateway.pool import Target
+    from asgi_gateway.gateway.pool import Target
 
 JITTER = 0.15  # each interval drawn within this fraction of the configured one
 

@@ -17,17 +17,17 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from starlette.requests import Request
 from starlette.responses import Response
 
-from config.settings import PROMETHEUS_MULTIPROC_DIR
-from flags.model import EvaluationContext
-from flags.resolution import Resolution
-from gateway.headers import Field
-from gateway.series import Count, CounterFamily, Series, Tally, Timing
-from gateway.target_metrics import TargetMetrics
-from gateway.upstreams import STATUS_CLASSES, Body, Transport, UpstreamError, UpstreamResponse
-from gateway.websocket import SessionStats
-from gateway.wrapped import WrappedTransport
-from middleware.state import RequestState
-from middleware.types import Scope
+from asgi_gateway.config.settings import PROMETHEUS_MULTIPROC_DIR
+from asgi_gateway.flags.model import EvaluationContext
+from asgi_gateway.flags.resolution import Resolution
+from asgi_gateway.gateway.headers import Field
+from asgi_gateway.gateway.series import Count, CounterFamily, Series, Tally, Timing
+from asgi_gateway.gateway.target_metrics import TargetMetrics
+from asgi_gateway.gateway.upstreams import STATUS_CLASSES, Body, Transport, UpstreamError, UpstreamResponse
+from asgi_gateway.gateway.websocket import SessionStats
+from asgi_gateway.gateway.wrapped import WrappedTransport
+from asgi_gateway.middleware.state import RequestState
+from asgi_gateway.middleware.types import Scope
 
 UNMATCHED = "(unmatched)"
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

@@ -23,12 +23,12 @@ from urllib.parse import urlsplit
 import aiohttp
 import xxhash
 
-from config.pools import RetrySpec, TargetSpec
-from config.routes import UpstreamSpec
-from gateway.balance import Balancer, build_balancer
-from gateway.headers import Field
-from gateway.health_check import HealthChecker
-from gateway.upstreams import (
+from asgi_gateway.config.pools import RetrySpec, TargetSpec
+from asgi_gateway.config.routes import UpstreamSpec
+from asgi_gateway.gateway.balance import Balancer, build_balancer
+from asgi_gateway.gateway.headers import Field
+from asgi_gateway.gateway.health_check import HealthChecker
+from asgi_gateway.gateway.upstreams import (
     STATUS_CLASSES,
     Body,
     Transport,
@@ -40,7 +40,7 @@ from gateway.upstreams import (
     UpstreamUnreachable,
     WebSocketOpener,
 )
-from gateway.wrapped import innermost
+from asgi_gateway.gateway.wrapped import innermost
 
 logger = logging.getLogger("gateway.pool")
 
@@ -405,7 +405,7 @@ async def _resolved_urls(url: str) -> list[str]:
     """The URL once per address its host name resolves to (the event loop's getaddrinfo); an address as is."""
     parts = urlsplit(url)
     host = parts.hostname
-    assert host is not None  # config.pools.origin_url
+    assert host is not None  # asgi_gateway.config.pools.origin_url
     try:
         ipaddress.ip_address(host)
     except ValueError:

@@ -13,10 +13,10 @@ from urllib.parse import quote
 from starlette.responses import JSONResponse
 from starlette.types import Message, Receive, Scope, Send
 
-from gateway.headers import NO_RULES, Field, HeaderRules, client_response_headers, upstream_request_headers
-from gateway.pool import SAFE_TO_RETRY, Pool
-from gateway.templates import PCHAR_SAFE, split_template
-from gateway.upstreams import (
+from asgi_gateway.gateway.headers import NO_RULES, Field, HeaderRules, client_response_headers, upstream_request_headers
+from asgi_gateway.gateway.pool import SAFE_TO_RETRY, Pool
+from asgi_gateway.gateway.templates import PCHAR_SAFE, split_template
+from asgi_gateway.gateway.upstreams import (
     Body,
     Upstream,
     UpstreamDisconnected,
@@ -24,10 +24,10 @@ from gateway.upstreams import (
     UpstreamResponse,
     UpstreamTimeout,
 )
-from middleware.flags import flag_resolutions
-from middleware.problem import problem_response
-from middleware.state import RequestState
-from middleware.types import RawHeaders
+from asgi_gateway.middleware.flags import flag_resolutions
+from asgi_gateway.middleware.problem import problem_response
+from asgi_gateway.middleware.state import RequestState
+from asgi_gateway.middleware.types import RawHeaders
 
 logger = logging.getLogger("gateway.proxy")
 

@@ -11,11 +11,11 @@ is appended to the answer's fields rather than put in place of another.
 import time
 from collections.abc import Callable
 
-from gateway.metrics import RequestMetrics
-from gateway.websocket import STATE_SESSION, SessionStats, session_line
-from middleware.access_log import AccessLogFormat, access_line
-from middleware.request_id import take_request_id
-from middleware.types import ASGIApp, Message, Receive, Scope, Send
+from asgi_gateway.gateway.metrics import RequestMetrics
+from asgi_gateway.gateway.websocket import STATE_SESSION, SessionStats, session_line
+from asgi_gateway.middleware.access_log import AccessLogFormat, access_line
+from asgi_gateway.middleware.request_id import take_request_id
+from asgi_gateway.middleware.types import ASGIApp, Message, Receive, Scope, Send
 
 
 class RequestRecorder:

@@ -19,12 +19,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, compile_path
 
-from config.routes import RouteFile, RouteSpec, route_shape
-from gateway.chains import RouteDependencies, build_chain
-from gateway.websocket import refuse
-from middleware.cache import CacheMiddleware
-from middleware.problem import problem_response
-from middleware.types import ASGIApp, Receive, Scope, Send
+from asgi_gateway.config.routes import RouteFile, RouteSpec, route_shape
+from asgi_gateway.gateway.chains import RouteDependencies, build_chain
+from asgi_gateway.gateway.websocket import refuse
+from asgi_gateway.middleware.cache import CacheMiddleware
+from asgi_gateway.middleware.problem import problem_response
+from asgi_gateway.middleware.types import ASGIApp, Receive, Scope, Send
 
 # Percent-encoded "/" or "\": after decoding they would move a path across segment boundaries.
 _ENCODED_SEPARATOR = re.compile(rb"%(2f|5c)", re.IGNORECASE)

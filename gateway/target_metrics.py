@@ -6,7 +6,7 @@ number of series grows with the targets configured, not with requests.
 
 from prometheus_client import Gauge
 
-from gateway.series import Count, CounterFamily, Series
+from asgi_gateway.gateway.series import Count, CounterFamily, Series
 
 
 class TargetMetrics:

@@ -17,12 +17,12 @@ from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
-from config.settings import OtelSettings
-from gateway.headers import Field
-from gateway.upstreams import Body, Transport, UpstreamError, UpstreamResponse
-from gateway.wrapped import WrappedTransport
-from middleware.tracing import PROPAGATION_FIELDS
-from middleware.types import Scope
+from asgi_gateway.config.settings import OtelSettings
+from asgi_gateway.gateway.headers import Field
+from asgi_gateway.gateway.upstreams import Body, Transport, UpstreamError, UpstreamResponse
+from asgi_gateway.gateway.wrapped import WrappedTransport
+from asgi_gateway.middleware.tracing import PROPAGATION_FIELDS
+from asgi_gateway.middleware.types import Scope
 
 TRACER_NAME = "gateway"
 

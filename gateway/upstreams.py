@@ -25,8 +25,8 @@ from multidict import CIMultiDict
 from starlette.types import ASGIApp
 from yarl import URL
 
-from gateway.headers import Field
-from middleware.types import Header
+from asgi_gateway.gateway.headers import Field
+from asgi_gateway.middleware.types import Header
 
 Body = bytes | AsyncIterable[bytes]
 

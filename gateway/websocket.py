@@ -22,14 +22,14 @@ from json.encoder import encode_basestring_ascii
 import aiohttp
 from opentelemetry import propagate, trace
 
-from gateway.headers import Field, upstream_request_headers
-from gateway.proxy import ProxyHandler
-from gateway.upstreams import UpstreamError, WebSocketOpener
-from gateway.wrapped import innermost
-from middleware.access_log import AccessLogFormat, timestamp
-from middleware.problem import problem_response
-from middleware.tracing import PROPAGATION_FIELDS
-from middleware.types import Receive, Scope, Send
+from asgi_gateway.gateway.headers import Field, upstream_request_headers
+from asgi_gateway.gateway.proxy import ProxyHandler
+from asgi_gateway.gateway.upstreams import UpstreamError, WebSocketOpener
+from asgi_gateway.gateway.wrapped import innermost
+from asgi_gateway.middleware.access_log import AccessLogFormat, timestamp
+from asgi_gateway.middleware.problem import problem_response
+from asgi_gateway.middleware.tracing import PROPAGATION_FIELDS
+from asgi_gateway.middleware.types import Receive, Scope, Send
 
 STATE_SESSION = "websocket"  # scope["state"] key of the session's SessionStats
 # The client's handshake fields: aiohttp makes the upstream's own (key, version, offered protocols); extensions

@@ -1,6 +1,6 @@
 """`WrappedTransport`: a transport around another (metrics, tracing), sharing its lifecycle."""
 
-from gateway.upstreams import Transport
+from asgi_gateway.gateway.upstreams import Transport
 
 __all__ = ["WrappedTransport", "innermost"]
 

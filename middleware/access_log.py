@@ -17,8 +17,8 @@ from typing import Literal
 import msgspec
 from opentelemetry.trace import SpanContext, get_current_span
 
-from middleware.state import RequestState
-from middleware.types import ASGIApp, Message, Receive, Scope, Send
+from asgi_gateway.middleware.state import RequestState
+from asgi_gateway.middleware.types import ASGIApp, Message, Receive, Scope, Send
 
 AccessLogFormat = Literal["json", "text"]
 FORMATS: tuple[AccessLogFormat, ...] = ("json", "text")

@@ -21,8 +21,8 @@ from typing import Any, Literal, Protocol, TypeGuard
 import httpx
 import jwt
 
-from middleware.problem import problem_response
-from middleware.types import ASGIApp, RawHeaders, Receive, Scope, Send
+from asgi_gateway.middleware.problem import problem_response
+from asgi_gateway.middleware.types import ASGIApp, RawHeaders, Receive, Scope, Send
 
 __all__ = [
     "APIKeyVerifier",

@@ -19,8 +19,8 @@ import brotli
 import xxhash
 import zstandard
 
-from middleware.etags import EntityTag, format_etag_list, parse_etag, parse_etag_list
-from middleware.types import ASGIApp, Header, Message, RawHeaders, Receive, Scope, Send
+from asgi_gateway.middleware.etags import EntityTag, format_etag_list, parse_etag, parse_etag_list
+from asgi_gateway.middleware.types import ASGIApp, Header, Message, RawHeaders, Receive, Scope, Send
 
 __all__ = [
     "DEFAULT_LEVELS",

@@ -16,11 +16,19 @@ import anyio
 from anyio.lowlevel import checkpoint
 from starlette.datastructures import Headers
 
-from middleware.etags import ANY, EntityTag, generate_etag, parse_etag, parse_etag_list, strong_match, weak_match
-from middleware.httpdates import parse_http_date
-from middleware.internal import empty_receive
-from middleware.problem import problem_response
-from middleware.types import ASGIApp, Header, Message, RawHeaders, Receive, Scope, Send
+from asgi_gateway.middleware.etags import (
+    ANY,
+    EntityTag,
+    generate_etag,
+    parse_etag,
+    parse_etag_list,
+    strong_match,
+    weak_match,
+)
+from asgi_gateway.middleware.httpdates import parse_http_date
+from asgi_gateway.middleware.internal import empty_receive
+from asgi_gateway.middleware.problem import problem_response
+from asgi_gateway.middleware.types import ASGIApp, Header, Message, RawHeaders, Receive, Scope, Send
 
 __all__ = [
     "ConditionalMiddleware",

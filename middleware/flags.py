@@ -10,11 +10,11 @@ client can never choose its own flags upstream.
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
-from flags.header import format_flags_header
-from flags.model import ORG_ATTRIBUTE, EvaluationContext, Flag
-from flags.resolution import Resolution
-from flags.resolver import Resolver
-from middleware.types import ASGIApp, Receive, Scope, Send
+from asgi_gateway.flags.header import format_flags_header
+from asgi_gateway.flags.model import ORG_ATTRIBUTE, EvaluationContext, Flag
+from asgi_gateway.flags.resolution import Resolution
+from asgi_gateway.flags.resolver import Resolver
+from asgi_gateway.middleware.types import ASGIApp, Receive, Scope, Send
 
 T = TypeVar("T")
 

@@ -6,7 +6,7 @@ and no client who could disconnect before the answer is in.
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 
-from middleware.types import ASGIApp, Header, Message, RawHeaders, Receive, Scope
+from asgi_gateway.middleware.types import ASGIApp, Header, Message, RawHeaders, Receive, Scope
 
 __all__ = ["call_internal", "empty_receive"]
 

@@ -8,7 +8,7 @@ headers from every request whose peer is not listed, so what comes after reads t
 import ipaddress
 from collections.abc import Iterable
 
-from middleware.types import ASGIApp, Receive, Scope, Send
+from asgi_gateway.middleware.types import ASGIApp, Receive, Scope, Send
 
 __all__ = ["TrustedPeerHeaders", "TrustedPeers"]
 

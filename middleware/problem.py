@@ -6,7 +6,7 @@ from http import HTTPStatus
 
 from starlette.responses import JSONResponse
 
-from middleware.httpdates import format_http_timestamp
+from asgi_gateway.middleware.httpdates import format_http_timestamp
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 

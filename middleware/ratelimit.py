@@ -35,8 +35,8 @@ from typing import Protocol
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from middleware.problem import problem_response
-from middleware.types import ASGIApp, Message, Receive, Scope, Send
+from asgi_gateway.middleware.problem import problem_response
+from asgi_gateway.middleware.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
     "Decision",

@@ -11,8 +11,8 @@ import re
 from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 
-from middleware.state import RequestState
-from middleware.types import ASGIApp, Header, Message, RawHeaders, Receive, Scope, Send
+from asgi_gateway.middleware.state import RequestState
+from asgi_gateway.middleware.types import ASGIApp, Header, Message, RawHeaders, Receive, Scope, Send
 
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 

@@ -5,9 +5,9 @@ spans, the access line) cannot drift apart. Every key is optional: each layer wr
 from collections.abc import Mapping
 from typing import Any, Literal, TypedDict
 
-from flags.model import EvaluationContext
-from flags.resolution import Resolution
-from middleware.auth import Identity
+from asgi_gateway.flags.model import EvaluationContext
+from asgi_gateway.flags.resolution import Resolution
+from asgi_gateway.middleware.auth import Identity
 
 __all__ = ["CacheOutcome", "RequestState"]
 

@@ -21,7 +21,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, Trace
 from opentelemetry.util.http import sanitize_method
 from opentelemetry.util.types import AttributeValue
 
-from middleware.types import ASGIApp, Message, Receive, Scope, Send
+from asgi_gateway.middleware.types import ASGIApp, Message, Receive, Scope, Send
 
 ScopeAttributes = Callable[[Scope], Mapping[str, AttributeValue]]
 # Header fields the configured propagators read (W3C traceparent/tracestate and baggage by default).

@@ -15,11 +15,11 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel
 
-from config.loader import load_route_file
-from config.settings import ENV_PREFIX, Settings, load_settings
-from gateway.app import Gateway
-from gateway.dashboard import CACHE_HITS
-from gateway.upstreams import ERROR_KINDS, STATUS_CLASSES
+from asgi_gateway.config.loader import load_route_file
+from asgi_gateway.config.settings import ENV_PREFIX, Settings, load_settings
+from asgi_gateway.gateway.app import Gateway
+from asgi_gateway.gateway.dashboard import CACHE_HITS
+from asgi_gateway.gateway.upstreams import ERROR_KINDS, STATUS_CLASSES
 from tests.upstreams import echo
 
 ROOT = Path(__file__).resolve().parents[1]

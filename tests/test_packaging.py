@@ -39,7 +39,7 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 
 def test_every_setting_is_documented_in_the_readme() -> None:
-    from config.settings import ENV_PREFIX, NESTED_DELIMITER, Settings
+    from asgi_gateway.config.settings import ENV_PREFIX, NESTED_DELIMITER, Settings
 
     readme = (ROOT / "README.md").read_text()
 
@@ -62,7 +62,7 @@ def test_every_setting_is_documented_in_the_readme() -> None:
 
 
 def test_the_readme_route_file_example_is_valid(tmp_path: Path) -> None:
-    from config.loader import load_route_file
+    from asgi_gateway.config.loader import load_route_file
 
     readme = (ROOT / "README.md").read_text()
     example = next(block for block in readme.split("```yaml\n")[1:] if block.startswith("upstreams:"))

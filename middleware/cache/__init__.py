@@ -11,14 +11,14 @@ tiered.py store it, middleware.py is the only I/O driver (request.py reads a req
     await app.aclose(); await store.aclose()
 """
 
-from middleware.cache.cachecontrol import delta_seconds, format_cache_control, parse_cache_control
-from middleware.cache.keys import KeyRules, UrlKey, url_key_for
-from middleware.cache.memory import MemoryStore
-from middleware.cache.middleware import CacheMiddleware
-from middleware.cache.policy import CacheOptions
-from middleware.cache.redis import RedisStore
-from middleware.cache.store import CacheStore, StoredResponse, StoreUnavailable, VaryIndex
-from middleware.cache.tiered import TieredStore
+from asgi_gateway.middleware.cache.cachecontrol import delta_seconds, format_cache_control, parse_cache_control
+from asgi_gateway.middleware.cache.keys import KeyRules, UrlKey, url_key_for
+from asgi_gateway.middleware.cache.memory import MemoryStore
+from asgi_gateway.middleware.cache.middleware import CacheMiddleware
+from asgi_gateway.middleware.cache.policy import CacheOptions
+from asgi_gateway.middleware.cache.redis import RedisStore
+from asgi_gateway.middleware.cache.store import CacheStore, StoredResponse, StoreUnavailable, VaryIndex
+from asgi_gateway.middleware.cache.tiered import TieredStore
 
 __all__ = [
     "CacheMiddleware",

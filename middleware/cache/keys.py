@@ -12,7 +12,7 @@ from urllib.parse import unquote_plus, urlsplit
 
 import xxhash
 
-from middleware.types import Scope
+from asgi_gateway.middleware.types import Scope
 
 __all__ = [
     "KeyRules",

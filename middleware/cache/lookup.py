@@ -7,8 +7,8 @@ does I/O or reads the clock, so every rule is testable as a table.
 import enum
 from dataclasses import dataclass
 
-from middleware.cache.cachecontrol import delta_seconds, parse_cache_control
-from middleware.cache.store import StoredResponse
+from asgi_gateway.middleware.cache.cachecontrol import delta_seconds, parse_cache_control
+from asgi_gateway.middleware.cache.store import StoredResponse
 
 __all__ = ["NO_DEMANDS", "Action", "ClientDemands", "Decision", "decide", "stale_if_error_allows"]
 

@@ -5,8 +5,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from middleware.cache.keys import UrlKey
-from middleware.cache.store import Record, VaryIndex
+from asgi_gateway.middleware.cache.keys import UrlKey
+from asgi_gateway.middleware.cache.store import Record, VaryIndex
 
 __all__ = ["MemoryStore"]
 

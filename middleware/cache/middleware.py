@@ -13,10 +13,10 @@ import time
 from collections.abc import Callable, Sequence
 from urllib.parse import urljoin, urlsplit
 
-from middleware.cache.coalesce import Flights
-from middleware.cache.keys import UrlKeys, request_vary_values, url_key, url_key_for, vary_variant
-from middleware.cache.lookup import Action, decide, stale_if_error_allows
-from middleware.cache.policy import (
+from asgi_gateway.middleware.cache.coalesce import Flights
+from asgi_gateway.middleware.cache.keys import UrlKeys, request_vary_values, url_key, url_key_for, vary_variant
+from asgi_gateway.middleware.cache.lookup import Action, decide, stale_if_error_allows
+from asgi_gateway.middleware.cache.policy import (
     CacheOptions,
     Storable,
     assess,
@@ -24,14 +24,14 @@ from middleware.cache.policy import (
     refreshed_headers,
     same_validator,
 )
-from middleware.cache.request import CacheRequest, read_request
-from middleware.cache.status import BYPASS, FRESH_HIT, STALE_HIT, CacheStatus
-from middleware.cache.store import CacheStore, StoredResponse, StoreUnavailable, VaryIndex
-from middleware.cache.tee import ResponseTee, send_not_modified
-from middleware.internal import empty_receive
-from middleware.problem import problem_response
-from middleware.state import CacheOutcome, RequestState
-from middleware.types import ASGIApp, Header, Message, Receive, Scope, Send
+from asgi_gateway.middleware.cache.request import CacheRequest, read_request
+from asgi_gateway.middleware.cache.status import BYPASS, FRESH_HIT, STALE_HIT, CacheStatus
+from asgi_gateway.middleware.cache.store import CacheStore, StoredResponse, StoreUnavailable, VaryIndex
+from asgi_gateway.middleware.cache.tee import ResponseTee, send_not_modified
+from asgi_gateway.middleware.internal import empty_receive
+from asgi_gateway.middleware.problem import problem_response
+from asgi_gateway.middleware.state import CacheOutcome, RequestState
+from asgi_gateway.middleware.types import ASGIApp, Header, Message, Receive, Scope, Send
 
 __all__ = ["CacheMiddleware"]
 

@@ -18,13 +18,13 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from middleware.cache.cachecontrol import delta_seconds, parse_cache_control
-from middleware.cache.keys import KeyRules, vary_fields
-from middleware.cache.store import StoredResponse
-from middleware.etags import parse_etag, weak_match
-from middleware.hopbyhop import HOP_BY_HOP, named_by_connection
-from middleware.httpdates import format_http_timestamp, http_date_seconds
-from middleware.types import Header
+from asgi_gateway.middleware.cache.cachecontrol import delta_seconds, parse_cache_control
+from asgi_gateway.middleware.cache.keys import KeyRules, vary_fields
+from asgi_gateway.middleware.cache.store import StoredResponse
+from asgi_gateway.middleware.etags import parse_etag, weak_match
+from asgi_gateway.middleware.hopbyhop import HOP_BY_HOP, named_by_connection
+from asgi_gateway.middleware.httpdates import format_http_timestamp, http_date_seconds
+from asgi_gateway.middleware.types import Header
 
 __all__ = [
     "CacheOptions",

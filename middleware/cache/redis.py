@@ -26,8 +26,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from middleware.cache.keys import UrlKey
-from middleware.cache.store import Record, StoreUnavailable, VaryIndex, pack, unpack
+from asgi_gateway.middleware.cache.keys import UrlKey
+from asgi_gateway.middleware.cache.store import Record, StoreUnavailable, VaryIndex, pack, unpack
 
 __all__ = ["RedisStore"]
 

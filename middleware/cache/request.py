@@ -2,12 +2,12 @@
 
 from dataclasses import dataclass
 
-from middleware.auth import identity_of
-from middleware.cache.keys import UrlKey, UrlKeys, extras_variant, request_vary_values
-from middleware.cache.lookup import NO_DEMANDS, ClientDemands
-from middleware.cache.store import StoredResponse
-from middleware.conditional import ReadConditions
-from middleware.types import Scope
+from asgi_gateway.middleware.auth import identity_of
+from asgi_gateway.middleware.cache.keys import UrlKey, UrlKeys, extras_variant, request_vary_values
+from asgi_gateway.middleware.cache.lookup import NO_DEMANDS, ClientDemands
+from asgi_gateway.middleware.cache.store import StoredResponse
+from asgi_gateway.middleware.conditional import ReadConditions
+from asgi_gateway.middleware.types import Scope
 
 __all__ = ["CacheRequest", "read_request"]
 

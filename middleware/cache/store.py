@@ -12,8 +12,8 @@ from typing import Protocol
 
 import msgspec
 
-from middleware.cache.keys import UrlKey
-from middleware.types import Header
+from asgi_gateway.middleware.cache.keys import UrlKey
+from asgi_gateway.middleware.types import Header
 
 __all__ = ["CacheStore", "Record", "StoreUnavailable", "StoredResponse", "VaryIndex", "pack", "unpack"]
 

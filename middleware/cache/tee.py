@@ -3,13 +3,13 @@
 import asyncio
 from collections.abc import Callable, Sequence
 
-from middleware.cache.keys import request_vary_values
-from middleware.cache.policy import CacheOptions, Storable, assess
-from middleware.cache.request import CacheRequest
-from middleware.cache.status import CacheStatus
-from middleware.cache.store import StoredResponse
-from middleware.state import RequestState
-from middleware.types import Header, Message, Send
+from asgi_gateway.middleware.cache.keys import request_vary_values
+from asgi_gateway.middleware.cache.policy import CacheOptions, Storable, assess
+from asgi_gateway.middleware.cache.request import CacheRequest
+from asgi_gateway.middleware.cache.status import CacheStatus
+from asgi_gateway.middleware.cache.store import StoredResponse
+from asgi_gateway.middleware.state import RequestState
+from asgi_gateway.middleware.types import Header, Message, Send
 
 __all__ = ["ResponseTee", "send_not_modified"]
 

@@ -7,9 +7,9 @@ stale L1 copy is never served as fresh.
 
 from collections.abc import Sequence
 
-from middleware.cache.keys import UrlKey
-from middleware.cache.memory import MemoryStore
-from middleware.cache.store import CacheStore, Record
+from asgi_gateway.middleware.cache.keys import UrlKey
+from asgi_gateway.middleware.cache.memory import MemoryStore
+from asgi_gateway.middleware.cache.store import CacheStore, Record
 
 __all__ = ["TieredStore"]
 

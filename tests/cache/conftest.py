@@ -12,8 +12,16 @@ from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from middleware.cache import CacheMiddleware, CacheOptions, CacheStore, MemoryStore, RedisStore, TieredStore, UrlKey
-from middleware.cache.store import Record
+from asgi_gateway.middleware.cache import (
+    CacheMiddleware,
+    CacheOptions,
+    CacheStore,
+    MemoryStore,
+    RedisStore,
+    TieredStore,
+    UrlKey,
+)
+from asgi_gateway.middleware.cache.store import Record
 
 START = 1_700_000_000.0
 

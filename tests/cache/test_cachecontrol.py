@@ -3,7 +3,7 @@
 import pytest
 from hypothesis import given, strategies as st
 
-from middleware.cache import delta_seconds, format_cache_control, parse_cache_control
+from asgi_gateway.middleware.cache import delta_seconds, format_cache_control, parse_cache_control
 
 
 @pytest.mark.parametrize(

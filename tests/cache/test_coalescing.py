@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio
 
-from middleware.cache import (
+from asgi_gateway.middleware.cache import (
     CacheMiddleware,
     CacheOptions,
     CacheStore,

@@ -2,8 +2,8 @@
 
 import pytest
 
-from middleware.cache import KeyRules
-from middleware.cache.keys import (
+from asgi_gateway.middleware.cache import KeyRules
+from asgi_gateway.middleware.cache.keys import (
     UrlKeys,
     extras_variant,
     request_vary_values,
@@ -12,7 +12,7 @@ from middleware.cache.keys import (
     vary_fields,
     vary_variant,
 )
-from middleware.types import Scope
+from asgi_gateway.middleware.types import Scope
 
 
 def scope(

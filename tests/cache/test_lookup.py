@@ -2,9 +2,16 @@
 
 import pytest
 
-from middleware.cache import StoredResponse
-from middleware.cache.lookup import NO_DEMANDS, Action, ClientDemands, Decision, decide, stale_if_error_allows
-from middleware.cache.status import BYPASS, FRESH_HIT, STALE_HIT, CacheStatus
+from asgi_gateway.middleware.cache import StoredResponse
+from asgi_gateway.middleware.cache.lookup import (
+    NO_DEMANDS,
+    Action,
+    ClientDemands,
+    Decision,
+    decide,
+    stale_if_error_allows,
+)
+from asgi_gateway.middleware.cache.status import BYPASS, FRESH_HIT, STALE_HIT, CacheStatus
 
 NOW = 1_700_000_000.0
 

@@ -5,7 +5,7 @@ import json
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
-from middleware.cache import CacheMiddleware, CacheOptions, CacheStore, KeyRules
+from asgi_gateway.middleware.cache import CacheMiddleware, CacheOptions, CacheStore, KeyRules
 from tests.cache.conftest import CacheFactory, Clock, Upstream, client_for
 
 pytestmark = pytest.mark.anyio

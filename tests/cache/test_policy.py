@@ -4,8 +4,14 @@ from typing import Any
 
 import pytest
 
-from middleware.cache import CacheOptions, StoredResponse
-from middleware.cache.policy import Storable, assess, conditional_headers, refreshed_headers, same_validator
+from asgi_gateway.middleware.cache import CacheOptions, StoredResponse
+from asgi_gateway.middleware.cache.policy import (
+    Storable,
+    assess,
+    conditional_headers,
+    refreshed_headers,
+    same_validator,
+)
 
 NOW = 1_700_000_000.0  # Tue, 14 Nov 2023 22:13:20 GMT
 DATE = "Tue, 14 Nov 2023 22:13:20 GMT"

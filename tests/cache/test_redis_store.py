@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio
 from redis.crc import key_slot
 
-from middleware.cache import (
+from asgi_gateway.middleware.cache import (
     CacheMiddleware,
     KeyRules,
     MemoryStore,
@@ -21,7 +21,7 @@ from middleware.cache import (
     TieredStore,
     VaryIndex,
 )
-from middleware.cache.keys import UrlKey, url_key_for
+from asgi_gateway.middleware.cache.keys import UrlKey, url_key_for
 from tests.cache.conftest import Clock, Upstream, client_for
 from tests.conftest import redis_server
 

@@ -6,8 +6,16 @@ import pytest
 import redis.asyncio
 from hypothesis import given, strategies as st
 
-from middleware.cache import KeyRules, MemoryStore, RedisStore, StoredResponse, TieredStore, VaryIndex, url_key_for
-from middleware.cache.store import pack, unpack
+from asgi_gateway.middleware.cache import (
+    KeyRules,
+    MemoryStore,
+    RedisStore,
+    StoredResponse,
+    TieredStore,
+    VaryIndex,
+    url_key_for,
+)
+from asgi_gateway.middleware.cache.store import pack, unpack
 from tests.cache.conftest import Clock
 
 pytestmark = pytest.mark.anyio

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from config.errors import ConfigError
-from config.loader import load_route_file
+from asgi_gateway.config.errors import ConfigError
+from asgi_gateway.config.loader import load_route_file
 
 DIGEST = hashlib.sha256(b"secret-key").hexdigest()
 

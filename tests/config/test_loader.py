@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from config.errors import ConfigError
-from config.loader import field_path, load_route_file
-from config.routes import RouteFile
+from asgi_gateway.config.errors import ConfigError
+from asgi_gateway.config.loader import field_path, load_route_file
+from asgi_gateway.config.routes import RouteFile
 
 VALID = """\
 upstreams:

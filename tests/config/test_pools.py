@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from config.pools import HashBalance, RetrySpec, TargetSpec
-from config.routes import UpstreamSpec
+from asgi_gateway.config.pools import HashBalance, RetrySpec, TargetSpec
+from asgi_gateway.config.routes import UpstreamSpec
 from tests.config.test_loader import issues_of, load
 
 POOL = """

@@ -8,8 +8,8 @@ import jsonschema
 import pytest
 import yaml
 
-from config.schema import route_file_schema
-from gateway.__main__ import main
+from asgi_gateway.config.schema import route_file_schema
+from asgi_gateway.gateway.__main__ import main
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "config" / "routes.schema.json"

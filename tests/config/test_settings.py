@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from config.errors import ConfigError
-from config.settings import Settings, load_settings
+from asgi_gateway.config.errors import ConfigError
+from asgi_gateway.config.settings import Settings, load_settings
 
 
 @pytest.fixture(autouse=True)

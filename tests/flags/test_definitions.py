@@ -8,8 +8,16 @@ import pytest
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from flags import FlagdDocument, FlagDefinitions, FlagdFlag, FlagFile, Registry, parse_document, validation_context
-from flags.documents import definition_from_json, definition_to_json
+from asgi_gateway.flags import (
+    FlagdDocument,
+    FlagDefinitions,
+    FlagdFlag,
+    FlagFile,
+    Registry,
+    parse_document,
+    validation_context,
+)
+from asgi_gateway.flags.documents import definition_from_json, definition_to_json
 
 ROUTE_FILE_FLAGS = """
 flags:

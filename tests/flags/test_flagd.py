@@ -13,7 +13,7 @@ import pytest
 from openfeature.evaluation_context import EvaluationContext as OpenFeatureContext
 from pydantic import ValidationError
 
-from flags import (
+from asgi_gateway.flags import (
     ErrorCode,
     EvaluationContext,
     Flag,
@@ -24,9 +24,9 @@ from flags import (
     load_file,
     parse_document,
 )
-from flags.flagd import fractional, sem_ver
-from flags.openfeature import ResolverProvider
-from flags.sources import FileSource
+from asgi_gateway.flags.flagd import fractional, sem_ver
+from asgi_gateway.flags.openfeature import ResolverProvider
+from asgi_gateway.flags.sources import FileSource
 
 DOCUMENT = Path(__file__).with_name("flagd_flags.json")
 

@@ -6,9 +6,17 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from flags import DuplicateFlagError, Flag, Reason, Registry, Resolution, format_flags_header, parse_flags_header
-from flags.model import BOOL, FLOAT, INT, JSON, STR, Codec, enum_codec, model_codec, value_name
-from flags.semver import COMPARISONS, parse_version
+from asgi_gateway.flags import (
+    DuplicateFlagError,
+    Flag,
+    Reason,
+    Registry,
+    Resolution,
+    format_flags_header,
+    parse_flags_header,
+)
+from asgi_gateway.flags.model import BOOL, FLOAT, INT, JSON, STR, Codec, enum_codec, model_codec, value_name
+from asgi_gateway.flags.semver import COMPARISONS, parse_version
 
 
 class Color(Enum):

@@ -14,9 +14,9 @@ from openfeature.exception import ErrorCode as OpenFeatureErrorCode
 from openfeature.flag_evaluation import FlagEvaluationDetails
 from pydantic import BaseModel
 
-from flags import EvaluationContext, Flag, FlagDefinition, Reason, Registry, Resolution, Resolver
-from flags.openfeature import ResolverProvider
-from flags.sources import InMemorySource
+from asgi_gateway.flags import EvaluationContext, Flag, FlagDefinition, Reason, Registry, Resolution, Resolver
+from asgi_gateway.flags.openfeature import ResolverProvider
+from asgi_gateway.flags.sources import InMemorySource
 
 
 class Plan(Enum):

@@ -7,9 +7,18 @@ from typing import Any
 import pytest
 import yaml
 
-from flags import ErrorCode, EvaluationContext, Flag, Reason, Registry, Resolution, Resolver, parse_document
-from flags.resolver import EvaluationHook
-from flags.sources import InMemorySource, env_overrides
+from asgi_gateway.flags import (
+    ErrorCode,
+    EvaluationContext,
+    Flag,
+    Reason,
+    Registry,
+    Resolution,
+    Resolver,
+    parse_document,
+)
+from asgi_gateway.flags.resolver import EvaluationHook
+from asgi_gateway.flags.sources import InMemorySource, env_overrides
 
 FLAGS = yaml.safe_load("""
 flags:

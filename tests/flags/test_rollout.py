@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from hypothesis import example, given, settings, strategies as st
 
-from flags import EvaluationContext, Flag, Reason, Registry, Resolver, parse_document
-from flags.rollout import MAX_TOTAL_WEIGHT, Weighted, bucket, in_rollout, rollout_weight
-from flags.sources import InMemorySource
+from asgi_gateway.flags import EvaluationContext, Flag, Reason, Registry, Resolver, parse_document
+from asgi_gateway.flags.rollout import MAX_TOTAL_WEIGHT, Weighted, bucket, in_rollout, rollout_weight
+from asgi_gateway.flags.sources import InMemorySource
 
 IDS = [f"user-{n}" for n in range(100_000)]
 
@@ -51,7 +51,7 @@ def test_buckets_agree_across_processes() -> None:
     sample = IDS[:2000]
     script = (
         "import json, sys\n"
-        "from flags.rollout import bucket\n"
+        "from asgi_gateway.flags.rollout import bucket\n"
         "ids = json.load(sys.stdin)\n"
         "print(json.dumps([bucket('new-profile' + i, 100_000) for i in ids]))\n"
     )
@@ -147,7 +147,7 @@ def test_lone_surrogates_have_buckets_and_never_crash_the_process() -> None:
     rather than ending the run."""
     script = (
         "import json, sys\n"
-        "from flags.rollout import bucket\n"
+        "from asgi_gateway.flags.rollout import bucket\n"
         "print(json.dumps([bucket('new-profile' + key, 100_000) for key in json.load(sys.stdin)]))\n"
     )
     result = subprocess.run(

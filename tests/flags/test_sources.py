@@ -15,8 +15,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from flags import Definition, EvaluationContext, FlagDefinition, Reason, Registry, Resolution, Resolver
-from flags.sources import FileSource, RedisSource
+from asgi_gateway.flags import Definition, EvaluationContext, FlagDefinition, Reason, Registry, Resolution, Resolver
+from asgi_gateway.flags.sources import FileSource, RedisSource
 from tests.conftest import redis_server
 
 pytestmark = pytest.mark.anyio

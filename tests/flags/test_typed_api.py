@@ -11,8 +11,8 @@ from typing import assert_type
 import pytest
 from pydantic import BaseModel, ConfigDict, JsonValue
 
-from flags import EvaluationContext, Flag, FlagDefinition, Reason, Registry, Resolution, Resolver
-from flags.sources import InMemorySource
+from asgi_gateway.flags import EvaluationContext, Flag, FlagDefinition, Reason, Registry, Resolution, Resolver
+from asgi_gateway.flags.sources import InMemorySource
 
 
 class Plan(Enum):
@@ -93,7 +93,7 @@ def test_the_type_checker_rejects_misuse(tmp_path: Path) -> None:
     misuse.write_text(
         textwrap.dedent(
             """
-            from flags import EvaluationContext, Registry, Resolver
+            from asgi_gateway.flags import EvaluationContext, Registry, Resolver
             registry = Registry()
             NEW_CHECKOUT = registry.bool("new-checkout", default=False)
             label: str = Resolver(registry).resolve(NEW_CHECKOUT, EvaluationContext())

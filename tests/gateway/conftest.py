@@ -8,9 +8,9 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from starlette.types import ASGIApp
 
-from config.loader import load_route_file
-from config.settings import Settings
-from gateway.app import Gateway
+from asgi_gateway.config.loader import load_route_file
+from asgi_gateway.config.settings import Settings
+from asgi_gateway.gateway.app import Gateway
 
 GatewayFactory = Callable[..., Gateway]
 

@@ -7,8 +7,15 @@ from dataclasses import dataclass
 import pytest
 import xxhash
 
-from config.pools import HashKey
-from gateway.balance import Balancer, Candidate, ConsistentHash, LeastRequest, PowerOfTwoChoices, RoundRobin
+from asgi_gateway.config.pools import HashKey
+from asgi_gateway.gateway.balance import (
+    Balancer,
+    Candidate,
+    ConsistentHash,
+    LeastRequest,
+    PowerOfTwoChoices,
+    RoundRobin,
+)
 
 
 @dataclass(eq=False)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.__main__ import main
+from asgi_gateway.gateway.__main__ import main
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "routes.yaml"
@@ -44,7 +44,7 @@ def test_run_refuses_a_bad_configuration_with_exit_2(tmp_path: Path) -> None:
     broken = tmp_path / "broken.yaml"
     broken.write_text(BROKEN)
     result = subprocess.run(
-        [sys.executable, "-m", "gateway", "run", "--routes", str(broken), "--port", "0"],
+        [sys.executable, "-m", "asgi_gateway.gateway", "run", "--routes", str(broken), "--port", "0"],
         capture_output=True,
         text=True,
         timeout=30,
@@ -64,7 +64,7 @@ def test_run_refuses_a_bad_configuration_with_exit_2(tmp_path: Path) -> None:
 )
 def test_run_names_a_bad_environment_variable(tmp_path: Path, variable: str, value: str, message: str) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "gateway", "run", "--routes", str(EXAMPLE)],
+        [sys.executable, "-m", "asgi_gateway.gateway", "run", "--routes", str(EXAMPLE)],
         capture_output=True,
         text=True,
         timeout=30,

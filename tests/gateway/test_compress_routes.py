@@ -10,9 +10,9 @@ import httpx
 import pytest
 import zstandard
 
-from config.errors import ConfigError
-from config.loader import load_route_file
-from middleware.types import Receive, Scope, Send
+from asgi_gateway.config.errors import ConfigError
+from asgi_gateway.config.loader import load_route_file
+from asgi_gateway.middleware.types import Receive, Scope, Send
 from tests.gateway.conftest import GatewayFactory, client_for
 from tests.servers import serve
 from tests.upstreams import Origin

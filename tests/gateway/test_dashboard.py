@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from starlette.types import Receive, Scope, Send
 
-from gateway.dashboard import RATE_WINDOW_SECONDS, RateWindow
+from asgi_gateway.gateway.dashboard import RATE_WINDOW_SECONDS, RateWindow
 from tests.gateway.conftest import TRUSTED_CLIENT, GatewayFactory, client_for
 from tests.upstreams import echo
 

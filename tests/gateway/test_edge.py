@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio
 
-from middleware.auth import api_key_digest
+from asgi_gateway.middleware.auth import api_key_digest
 from tests.conftest import redis_server
 from tests.gateway.conftest import TRUSTED_CLIENT, GatewayFactory, client_for
 from tests.issuer import AUDIENCE, ISSUER, Issuer

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.gather import Call, Outcome, gather
+from asgi_gateway.gateway.gather import Call, Outcome, gather
 from tests.gateway.conftest import GatewayFactory, client_for
 from tests.servers import serve
 from tests.upstreams import Controllable, echo

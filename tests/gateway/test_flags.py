@@ -9,8 +9,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from flags.definitions import FlagDefinition
-from flags.sources import RedisSource
+from asgi_gateway.flags.definitions import FlagDefinition
+from asgi_gateway.flags.sources import RedisSource
 from tests.gateway.conftest import TRUSTED_CLIENT, GatewayFactory, client_for
 from tests.upstreams import echo
 

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.upstreams import (
+from asgi_gateway.gateway.upstreams import (
     UpstreamBadResponse,
     UpstreamDisconnected,
     UpstreamError,
@@ -108,7 +108,7 @@ async def test_two_workers_add_up(tmp_path: Path) -> None:
     async with serve(upstream) as url:
         routes = tmp_path / "routes.yaml"
         routes.write_text(f'upstreams:\n  u: {{url: "{url}"}}\nroutes:\n  - {{path: "/user/{{id}}", upstream: u}}\n')
-        command = [sys.executable, "-m", "gateway", "run", "--routes", str(routes), "--workers", "2"]
+        command = [sys.executable, "-m", "asgi_gateway.gateway", "run", "--routes", str(routes), "--workers", "2"]
         async with gateway_process(*command, env={"PROMETHEUS_MULTIPROC_DIR": ""}, workers=2) as (_, gateway):
             # a new connection per request lets the kernel spread them over both workers
             for _ in range(40):

@@ -11,12 +11,12 @@ import httpx
 import pytest
 from starlette.types import Receive, Scope, Send
 
-from config.pools import HealthCheckSpec, RetrySpec, TargetSpec
-from config.routes import UpstreamSpec
-from gateway.app import Gateway
-from gateway.metrics import Metrics
-from gateway.pool import Pool, Target, TargetTransports
-from gateway.upstreams import HttpxTransport, Timeouts
+from asgi_gateway.config.pools import HealthCheckSpec, RetrySpec, TargetSpec
+from asgi_gateway.config.routes import UpstreamSpec
+from asgi_gateway.gateway.app import Gateway
+from asgi_gateway.gateway.metrics import Metrics
+from asgi_gateway.gateway.pool import Pool, Target, TargetTransports
+from asgi_gateway.gateway.upstreams import HttpxTransport, Timeouts
 from tests.gateway.conftest import GatewayFactory, client_for
 from tests.servers import serve
 from tests.upstreams import echo

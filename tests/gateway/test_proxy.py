@@ -4,7 +4,7 @@ from urllib.parse import unquote
 
 import pytest
 
-from gateway.routing import escapes_its_route
+from asgi_gateway.gateway.routing import escapes_its_route
 from tests.gateway.conftest import GatewayFactory, client_for
 from tests.upstreams import echo, status
 

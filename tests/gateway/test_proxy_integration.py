@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 import httpx
 import pytest
 
-from gateway.upstreams import AiohttpTransport, Timeouts, UpstreamTimeout
+from asgi_gateway.gateway.upstreams import AiohttpTransport, Timeouts, UpstreamTimeout
 from tests.gateway.conftest import GatewayFactory, client_for
 from tests.servers import bound_socket, serve
 from tests.upstreams import Stalling, echo, streaming

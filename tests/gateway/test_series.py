@@ -3,7 +3,7 @@
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from gateway.series import LockFreeCounter, LockFreeHistogram, Series
+from asgi_gateway.gateway.series import LockFreeCounter, LockFreeHistogram, Series
 
 OBSERVED = (0.0, 0.001, 0.005, 0.0051, 0.3, 7.5, 10.0, 11.0)  # on, between and past the bounds
 

@@ -1,4 +1,4 @@
-"""The gateway as users run it: `python -m gateway run` in its own process, measured from outside."""
+"""The gateway as users run it: `python -m asgi_gateway.gateway run` in its own process, measured from outside."""
 
 import asyncio
 import signal
@@ -37,7 +37,7 @@ routes:
   - {{path: /download, upstream: stream}}
 """
         )
-        command = [sys.executable, "-m", "gateway", "run", "--routes", str(routes)]
+        command = [sys.executable, "-m", "asgi_gateway.gateway", "run", "--routes", str(routes)]
         async with (
             gateway_process(*command, env={"GATEWAY_MAX_BODY_BYTES": "0"}) as (process, url),
             httpx.AsyncClient(base_url=url, timeout=60) as client,
@@ -65,7 +65,7 @@ async def test_sigterm_lets_a_request_in_flight_finish(tmp_path: Path) -> None:
     async with serve(upstream) as url:
         routes = tmp_path / "routes.yaml"
         routes.write_text(f'upstreams:\n  slow: {{url: "{url}"}}\nroutes:\n  - {{path: /slow, upstream: slow}}\n')
-        command = [sys.executable, "-m", "gateway", "run", "--routes", str(routes)]
+        command = [sys.executable, "-m", "asgi_gateway.gateway", "run", "--routes", str(routes)]
         async with gateway_process(*command) as (process, gateway), httpx.AsyncClient(base_url=gateway) as client:
             request = asyncio.create_task(client.get("/slow"))
             await upstream.arrived.wait()
@@ -88,7 +88,7 @@ async def test_granian_serves_the_same_app(tmp_path: Path) -> None:
         command = [
             sys.executable,
             "-m",
-            "gateway",
+            "asgi_gateway.gateway",
             "run",
             "--routes",
             str(routes),

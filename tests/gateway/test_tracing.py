@@ -14,11 +14,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import SpanKind, StatusCode
 
-from config.errors import ConfigError
-from config.loader import load_route_file
-from config.settings import OtelSettings, Settings, apply_otel_environment
-from gateway.app import Gateway
-from gateway.telemetry import build_tracer_provider
+from asgi_gateway.config.errors import ConfigError
+from asgi_gateway.config.loader import load_route_file
+from asgi_gateway.config.settings import OtelSettings, Settings, apply_otel_environment
+from asgi_gateway.gateway.app import Gateway
+from asgi_gateway.gateway.telemetry import build_tracer_provider
 from tests.gateway.conftest import GatewayFactory, client_for
 from tests.servers import serve
 from tests.upstreams import echo, status

@@ -18,10 +18,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from starlette.types import Message
 
-from gateway.app import Gateway
-from gateway.websocket import refuse
-from gateway.wsserver import GracefulWebSocketProtocol
-from middleware.auth import api_key_digest
+from asgi_gateway.gateway.app import Gateway
+from asgi_gateway.gateway.websocket import refuse
+from asgi_gateway.gateway.wsserver import GracefulWebSocketProtocol
+from asgi_gateway.middleware.auth import api_key_digest
 from tests.gateway.conftest import GatewayFactory
 from tests.gateway.test_served import memory_kib
 from tests.servers import bound_socket, gateway_process, serve
@@ -329,7 +329,7 @@ async def test_sigterm_closes_sessions_with_1001_after_the_grace(tmp_path: Path,
     async with origin_served(origin) as url:
         routes = tmp_path / "routes.yaml"
         routes.write_text(routes_for(url))
-        command = [sys.executable, "-m", "gateway", "run", "--routes", str(routes)]
+        command = [sys.executable, "-m", "asgi_gateway.gateway", "run", "--routes", str(routes)]
         async with (
             gateway_process(*command, env={"GATEWAY_SHUTDOWN_GRACE": "1"}) as (process, gateway),
             aiohttp.ClientSession() as client,
@@ -354,7 +354,7 @@ async def test_a_slow_reader_does_not_make_the_gateway_buffer(tmp_path: Path, or
     async with origin_served(origin) as url:
         routes = tmp_path / "routes.yaml"
         routes.write_text(routes_for(url, websocket=f"{{max_message_bytes: {size}}}"))
-        command = [sys.executable, "-m", "gateway", "run", "--routes", str(routes)]
+        command = [sys.executable, "-m", "asgi_gateway.gateway", "run", "--routes", str(routes)]
         async with (
             gateway_process(*command) as (process, gateway),
             aiohttp.ClientSession() as client,

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from middleware.auth import (
+from asgi_gateway.middleware.auth import (
     APIKeyVerifier,
     AuthMiddleware,
     Identity,

@@ -16,8 +16,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from middleware.compress import CodedBodies, CompressionMiddleware, negotiate
-from middleware.conditional import ConditionalMiddleware
+from asgi_gateway.middleware.compress import CodedBodies, CompressionMiddleware, negotiate
+from asgi_gateway.middleware.conditional import ConditionalMiddleware
 
 pytestmark = pytest.mark.anyio
 

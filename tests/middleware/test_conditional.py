@@ -15,15 +15,15 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from middleware.conditional import (
+from asgi_gateway.middleware.conditional import (
     ConditionalMiddleware,
     Validators,
     failed_precondition,
     is_not_modified,
     not_modified_start,
 )
-from middleware.etags import EntityTag
-from middleware.types import ASGIApp, Message, Receive, Scope, Send
+from asgi_gateway.middleware.etags import EntityTag
+from asgi_gateway.middleware.types import ASGIApp, Message, Receive, Scope, Send
 
 LAST_MODIFIED = "Sun, 06 Nov 1994 08:49:37 GMT"
 ClientFactory = Callable[..., httpx.AsyncClient]  # (document, **ConditionalMiddleware options)

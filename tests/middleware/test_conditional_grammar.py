@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from hypothesis import given, strategies as st
 
-from middleware.etags import (
+from asgi_gateway.middleware.etags import (
     ANY,
     EntityTag,
     format_etag_list,
@@ -15,7 +15,7 @@ from middleware.etags import (
     strong_match,
     weak_match,
 )
-from middleware.httpdates import format_http_date, parse_http_date
+from asgi_gateway.middleware.httpdates import format_http_date, parse_http_date
 
 NOV_6_1994 = datetime(1994, 11, 6, 8, 49, 37, tzinfo=UTC)
 

@@ -10,10 +10,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from flags import EvaluationContext, Flag, Reason, Registry, Resolution, Resolver, parse_document
-from flags.sources import InMemorySource
-from middleware.flags import FlagsMiddleware, flag_context, flag_resolution, flag_resolutions
-from middleware.types import Message, Receive, Scope, Send
+from asgi_gateway.flags import EvaluationContext, Flag, Reason, Registry, Resolution, Resolver, parse_document
+from asgi_gateway.flags.sources import InMemorySource
+from asgi_gateway.middleware.flags import FlagsMiddleware, flag_context, flag_resolution, flag_resolutions
+from asgi_gateway.middleware.types import Message, Receive, Scope, Send
 
 pytestmark = pytest.mark.anyio
 

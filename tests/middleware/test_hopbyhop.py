@@ -2,8 +2,8 @@
 
 import pytest
 
-from middleware.hopbyhop import HOP_BY_HOP, named_by_connection
-from middleware.httpdates import format_http_timestamp, http_date_seconds
+from asgi_gateway.middleware.hopbyhop import HOP_BY_HOP, named_by_connection
+from asgi_gateway.middleware.httpdates import format_http_timestamp, http_date_seconds
 
 
 @pytest.mark.parametrize(

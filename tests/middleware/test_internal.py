@@ -4,8 +4,8 @@ import asyncio
 
 import pytest
 
-from middleware.internal import call_internal, empty_receive
-from middleware.types import Message, Receive, Scope, Send
+from asgi_gateway.middleware.internal import call_internal, empty_receive
+from asgi_gateway.middleware.types import Message, Receive, Scope, Send
 
 pytestmark = pytest.mark.anyio
 

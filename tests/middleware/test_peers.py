@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from middleware.peers import TrustedPeerHeaders, TrustedPeers
+from asgi_gateway.middleware.peers import TrustedPeerHeaders, TrustedPeers
 
 pytestmark = pytest.mark.anyio
 

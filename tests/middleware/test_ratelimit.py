@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from middleware.ratelimit import MemoryLimiter, Quota, RateLimitMiddleware, RedisLimiter, header_key
+from asgi_gateway.middleware.ratelimit import MemoryLimiter, Quota, RateLimitMiddleware, RedisLimiter, header_key
 from tests.conftest import redis_server
 
 pytestmark = pytest.mark.anyio

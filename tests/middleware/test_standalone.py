@@ -16,9 +16,9 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from middleware.access_log import AccessLogMiddleware, access_line
-from middleware.request_id import RequestIdMiddleware, request_id
-from middleware.tracing import SEMCONV_OPT_IN, opt_in_to_stable_http_conventions, tracing_middleware
+from asgi_gateway.middleware.access_log import AccessLogMiddleware, access_line
+from asgi_gateway.middleware.request_id import RequestIdMiddleware, request_id
+from asgi_gateway.middleware.tracing import SEMCONV_OPT_IN, opt_in_to_stable_http_conventions, tracing_middleware
 
 pytestmark = pytest.mark.anyio
 
