@@ -22,7 +22,7 @@ from asgi_gateway.middleware.cache import (
     VaryIndex,
 )
 from asgi_gateway.middleware.cache.keys import UrlKey, url_key_for
-from tests.cache.conftest import Clock, Upstream, client_for
+from tests.cache.conftest import Clock, RedisStoreFactory, Upstream, client_for
 from tests.conftest import redis_server
 
 pytestmark = pytest.mark.anyio
@@ -47,8 +47,8 @@ def entry(body: bytes = b"body", **fields: Any) -> StoredResponse:
 
 
 @pytest.fixture
-def store(redis_client: redis.asyncio.Redis, redis_prefix: str) -> RedisStore:
-    return RedisStore(redis_client, prefix=redis_prefix)
+def store(redis_client: redis.asyncio.Redis, redis_store: RedisStoreFactory) -> RedisStore:
+    return redis_store(redis_client)
 
 
 async def test_records_round_trip_binary_safe(store: RedisStore) -> None:

@@ -9,14 +9,13 @@ from hypothesis import given, strategies as st
 from asgi_gateway.middleware.cache import (
     KeyRules,
     MemoryStore,
-    RedisStore,
     StoredResponse,
     TieredStore,
     VaryIndex,
     url_key_for,
 )
 from asgi_gateway.middleware.cache.store import pack, unpack
-from tests.cache.conftest import Clock
+from tests.cache.conftest import Clock, RedisStoreFactory
 
 pytestmark = pytest.mark.anyio
 
@@ -127,9 +126,11 @@ def test_memory_store_budget_is_validated() -> None:
         MemoryStore(max_bytes=0)
 
 
-async def test_tiered_store_serves_hot_keys_from_l1(redis_client: redis.asyncio.Redis, redis_prefix: str) -> None:
+async def test_tiered_store_serves_hot_keys_from_l1(
+    redis_client: redis.asyncio.Redis, redis_store: RedisStoreFactory
+) -> None:
     clock = Clock(0)
-    l2 = RedisStore(redis_client, prefix=redis_prefix)
+    l2 = redis_store(redis_client)
     store = TieredStore(l1=MemoryStore(clock=clock), l2=l2, l1_ttl=1)
     await store.put(A, [("h", BASE)], retention=60, tags=("t",))
     await l2.delete(A)  # gone from Redis: a replica that still holds it in L1 serves it for l1_ttl
@@ -139,9 +140,9 @@ async def test_tiered_store_serves_hot_keys_from_l1(redis_client: redis.asyncio.
 
 
 async def test_tiered_store_fills_l1_from_l2_and_purges_both(
-    redis_client: redis.asyncio.Redis, redis_prefix: str
+    redis_client: redis.asyncio.Redis, redis_store: RedisStoreFactory
 ) -> None:
-    l1, l2 = MemoryStore(), RedisStore(redis_client, prefix=redis_prefix)
+    l1, l2 = MemoryStore(), redis_store(redis_client)
     store = TieredStore(l1=l1, l2=l2)
     await l2.put(A, [("h", BASE)], retention=60, tags=("t",))
     await l2.put(B, [("h", replace(BASE, status=404))], retention=60, tags=())
