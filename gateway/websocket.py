@@ -17,16 +17,16 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable
 from dataclasses import dataclass, replace
-from json.encoder import encode_basestring_ascii
 
 import aiohttp
+import msgspec
 from opentelemetry import propagate, trace
 
 from asgi_gateway.gateway.headers import Field, upstream_request_headers
 from asgi_gateway.gateway.proxy import ProxyHandler
 from asgi_gateway.gateway.upstreams import UpstreamError, WebSocketOpener
 from asgi_gateway.gateway.wrapped import innermost
-from asgi_gateway.middleware.access_log import AccessLogFormat, timestamp
+from asgi_gateway.middleware.access_log import AccessLogFormat, encode_line, span_ids, timestamp
 from asgi_gateway.middleware.problem import problem_response
 from asgi_gateway.middleware.tracing import PROPAGATION_FIELDS
 from asgi_gateway.middleware.types import Receive, Scope, Send
@@ -271,8 +271,7 @@ def session_line(
     state = scope.get("state") or {}
     route = getattr(scope.get("route"), "path_format", None)
     upstream, request_id = state.get("upstream"), state.get("request_id")
-    context = trace.get_current_span().get_span_context() if traced else None
-    ids = (f"{context.trace_id:032x}", f"{context.span_id:016x}") if context is not None and context.is_valid else None
+    ids = span_ids(trace.get_current_span().get_span_context()) if traced else None
     if log_format == "text":
         trace_id, span_id = ids or ("-", "-")
         return (
@@ -282,15 +281,43 @@ def session_line(
             f"closed_by={stats.closed_by or '-'} upstream={upstream or '-'} request_id={request_id or '-'} "
             f"trace_id={trace_id} span_id={span_id}"
         )
-
-    def text(value: str | None) -> str:
-        return "null" if value is None else encode_basestring_ascii(value)
-
-    trace_id, span_id = (f'"{ids[0]}"', f'"{ids[1]}"') if ids else ("null", "null")
-    return (
-        f'{{"time":"{timestamp()}","method":"WEBSOCKET","route":{text(route)},"path":{text(scope["path"])},'
-        f'"status":{stats.status},"duration_ms":{duration * 1000:.3f},"bytes_in":{stats.bytes_in},'
-        f'"bytes_out":{stats.bytes_out},"messages_in":{stats.messages_in},"messages_out":{stats.messages_out},'
-        f'"close_code":{"null" if stats.close_code is None else stats.close_code},"closed_by":{text(stats.closed_by)},'
-        f'"upstream":{text(upstream)},"request_id":{text(request_id)},"trace_id":{trace_id},"span_id":{span_id}}}'
+    line = _SessionLine(
+        timestamp(),
+        "WEBSOCKET",
+        route,
+        scope["path"],
+        stats.status,
+        msgspec.Raw(b"%.3f" % (duration * 1000)),
+        stats.bytes_in,
+        stats.bytes_out,
+        stats.messages_in,
+        stats.messages_out,
+        stats.close_code,
+        stats.closed_by,
+        upstream,
+        request_id,
+        ids[0] if ids else None,
+        ids[1] if ids else None,
     )
+    return encode_line(line).decode()
+
+
+class _SessionLine(msgspec.Struct):
+    """The session's JSON line: the request line's members where they share them, in the same order."""
+
+    time: str
+    method: str
+    route: str | None
+    path: str
+    status: int
+    duration_ms: msgspec.Raw
+    bytes_in: int
+    bytes_out: int
+    messages_in: int
+    messages_out: int
+    close_code: int | None
+    closed_by: str | None
+    upstream: str | None
+    request_id: str | None
+    trace_id: str | None
+    span_id: str | None

@@ -41,7 +41,7 @@ class _JsonLine(msgspec.Struct):
     span_id: str | None
 
 
-_encode = msgspec.json.Encoder().encode
+encode_line = msgspec.json.Encoder().encode
 
 
 class AccessLogMiddleware:
@@ -91,7 +91,7 @@ def access_line(
     state: RequestState = scope.get("state") or {}
     route = getattr(scope.get("route"), "path_format", None)
     upstream, cache, request_id = state.get("upstream"), state.get("cache_status"), state.get("request_id")
-    ids = _span_ids(get_current_span().get_span_context()) if traced else None
+    ids = span_ids(get_current_span().get_span_context()) if traced else None
     if log_format == "text":
         trace_id, span_id = ids or ("-", "-")
         return (
@@ -113,10 +113,10 @@ def access_line(
         ids[0] if ids else None,
         ids[1] if ids else None,
     )
-    return _encode(line).decode()
+    return encode_line(line).decode()
 
 
-def _span_ids(context: SpanContext) -> tuple[str, str] | None:
+def span_ids(context: SpanContext) -> tuple[str, str] | None:
     return (f"{context.trace_id:032x}", f"{context.span_id:016x}") if context.is_valid else None
 
 
