@@ -68,6 +68,7 @@ bench: $(VENV)/.installed-bench
 		|| { $$sudo apt-get update && $$sudo apt-get install -y --no-install-recommends nginx-light wrk; }; }
 	PATH="$$PATH:/usr/sbin" $(BIN)/python bench/run.py $(ARGS)
 	$(BIN)/python bench/websocket_check.py  # WebSocket messages/s vs direct, RSS with 1,000 idle sessions
+	$(BIN)/python bench/micro_edge.py  # CPU per request of JWT-verified and Redis rate-limited misses vs a plain miss
 
 bench-quick: override ARGS += --quick  # kept when ARGS is also given on the command line
 bench-quick: bench
