@@ -5,11 +5,12 @@ import signal
 import sys
 from pathlib import Path
 
+import aiohttp
 import httpx
 import pytest
 
 from tests.servers import bound_socket, gateway_process, serve
-from tests.upstreams import Stalling, echo, streaming
+from tests.upstreams import Stalling, WebSocketOrigin, echo, streaming
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
@@ -79,9 +80,14 @@ async def test_sigterm_lets_a_request_in_flight_finish(tmp_path: Path) -> None:
 
 
 async def test_granian_serves_the_same_app(tmp_path: Path) -> None:
-    async with serve(echo) as url:
+    """HTTP requests and WebSocket sessions alike, on granian's ASGI interface."""
+    async with serve(echo) as url, serve(WebSocketOrigin(), ws="websockets-sansio") as ws_url:
         routes = tmp_path / "routes.yaml"
-        routes.write_text(f'upstreams:\n  echo: {{url: "{url}"}}\nroutes:\n  - {{path: /echo, upstream: echo}}\n')
+        routes.write_text(
+            f'upstreams:\n  echo: {{url: "{url}"}}\n  ws: {{url: "{ws_url}"}}\n'
+            "routes:\n  - {path: /echo, upstream: echo}\n"
+            '  - {path: "/ws/{rest:path}", upstream: ws, rewrite: "/{rest}"}\n'
+        )
         free = bound_socket()
         port = str(free.getsockname()[1])
         free.close()  # granian binds it itself
@@ -106,9 +112,16 @@ async def test_granian_serves_the_same_app(tmp_path: Path) -> None:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
                 response = await client.get("/echo?x=1")
                 health = await client.get("/_gateway/health")
+            async with (
+                aiohttp.ClientSession() as session,
+                session.ws_connect(f"ws://127.0.0.1:{port}/ws/echo") as ws,
+            ):
+                await ws.send_str("through granian")
+                echoed = (await ws.receive()).data
         finally:
             process.terminate()
             await process.communicate()
     assert (response.status_code, response.json()["query"]) == (200, "x=1")
     assert health.status_code == 200
     assert len(response.headers.get_list("date")) == 1
+    assert echoed == "through granian"
