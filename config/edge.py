@@ -12,25 +12,16 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from asgi_gateway.config.base import StrictModel, check_field_name
 
 Algorithm = Literal["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 §5.6.2 field-name
 _IDENTITY = re.compile(r"^[\x21-\x7e\xa0-\xff]+$")  # one visible latin-1 word: it travels in a header
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _field_name(name: str) -> str:
-    if not _TOKEN.match(name):
-        raise ValueError(f"{name!r} is not a valid header name")
-    return name
-
-
-class JwtSpec(_Strict):
+class JwtSpec(StrictModel):
     """Bearer JWTs signed by a key of the issuer's JWKS. Only asymmetric algorithms can be listed."""
 
     jwks_url: str
@@ -59,7 +50,7 @@ class JwtSpec(_Strict):
         return value
 
 
-class ApiKeyEntry(_Strict):
+class ApiKeyEntry(StrictModel):
     sha256: str
     user: str
     org: str | None = None
@@ -80,7 +71,7 @@ class ApiKeyEntry(_Strict):
         return value
 
 
-class ApiKeySpec(_Strict):
+class ApiKeySpec(StrictModel):
     """Keys sent in `header`, listed by digest in `keys_file` (read at load time) and/or inline in `keys`."""
 
     header: str = "X-API-Key"
@@ -90,7 +81,7 @@ class ApiKeySpec(_Strict):
     @field_validator("header")
     @classmethod
     def _header_name(cls, value: str) -> str:
-        return _field_name(value)
+        return check_field_name(value)
 
     @model_validator(mode="before")
     @classmethod
@@ -148,11 +139,11 @@ def _first_message(exc: ValueError) -> str:
     return str(exc)
 
 
-class RequireSpec(_Strict):
+class RequireSpec(StrictModel):
     scope: tuple[str, ...] = ()  # every one of these, or 403
 
 
-class AuthSpec(_Strict):
+class AuthSpec(StrictModel):
     """Credentials a route requires: a JWT, an API key, or either (the JWT is tried first)."""
 
     jwt: JwtSpec | None = None
@@ -169,7 +160,7 @@ class AuthSpec(_Strict):
 RateLimitKey = Annotated[str, Field(pattern=r"^(ip|user|api_key|header:[!#$%&'*+\-.^_`|~0-9A-Za-z]+)$")]
 
 
-class RateLimitSpec(_Strict):
+class RateLimitSpec(StrictModel):
     """`requests` per `per` seconds for each client, `burst` of them at once (default: all of them)."""
 
     requests: int = Field(gt=0)
@@ -178,7 +169,7 @@ class RateLimitSpec(_Strict):
     burst: int | None = Field(default=None, gt=0)
 
 
-class CorsSpec(_Strict):
+class CorsSpec(StrictModel):
     """Cross-origin access; preflights are answered at the gateway and never reach the upstream."""
 
     allow_origins: tuple[str, ...]
@@ -204,7 +195,7 @@ class CorsSpec(_Strict):
     def _names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for name in value:
             if name != "*":
-                _field_name(name)
+                check_field_name(name)
         return value
 
 

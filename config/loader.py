@@ -12,8 +12,9 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
+from asgi_gateway.config.base import Loc
 from asgi_gateway.config.errors import ConfigError, ConfigIssue, error_message
-from asgi_gateway.config.routes import Loc, RouteFile, cross_reference_issues
+from asgi_gateway.config.routes import RouteFile, cross_reference_issues
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 

@@ -4,18 +4,12 @@ is judged, and when a request is sent again to another target.
 Each knob has Envoy's (or Traefik's) meaning, so users of either can read a pool without a manual.
 """
 
-import re
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
-Seconds = Annotated[float, Field(gt=0)]
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 §5.6.2 field-name, also a cookie name
-
-
-class PoolModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from asgi_gateway.config.base import FIELD_NAME, Seconds, StrictModel
 
 
 def origin_url(value: str) -> str:
@@ -35,12 +29,12 @@ def origin_url(value: str) -> str:
 OriginUrl = Annotated[str, AfterValidator(origin_url)]
 
 
-class TargetSpec(PoolModel):
+class TargetSpec(StrictModel):
     url: OriginUrl
     weight: int = Field(default=1, ge=1, le=1000)  # a target of weight 2 takes twice the share of one of 1
 
 
-class HashKey(PoolModel):
+class HashKey(StrictModel):
     """What a request is hashed by: exactly one of a header, a cookie or a query parameter."""
 
     header: str | None = None
@@ -52,12 +46,12 @@ class HashKey(PoolModel):
         given = [value for value in (self.header, self.cookie, self.query) if value is not None]
         if len(given) != 1:
             raise ValueError("give exactly one of header, cookie, query")
-        if self.query is None and not _TOKEN.match(given[0]):
+        if self.query is None and not FIELD_NAME.match(given[0]):
             raise ValueError(f"{given[0]!r} is not a valid header or cookie name")
         return self
 
 
-class HashBalance(PoolModel):
+class HashBalance(StrictModel):
     """Consistent hashing: requests with the same key go to the same target while it is available."""
 
     hash: HashKey
@@ -67,7 +61,7 @@ class HashBalance(PoolModel):
 Balance = Literal["p2c", "round_robin", "least_request"] | HashBalance
 
 
-class HealthCheckSpec(PoolModel):
+class HealthCheckSpec(StrictModel):
     """Active checks: GET `path` on every target every `interval` (jittered); `unhealthy_threshold` failures in
     a row take a target out, `healthy_threshold` successes (2xx) in a row bring it back."""
 
@@ -85,7 +79,7 @@ class HealthCheckSpec(PoolModel):
         return value
 
 
-class OutlierSpec(PoolModel):
+class OutlierSpec(StrictModel):
     """Passive ejection: `consecutive_failures` failed answers (5xx or no answer) in a row take a target out for
     `ejection` seconds, longer each time it happens again; at most `max_ejected_percent` of the targets (but
     always one) are out at once."""
@@ -98,7 +92,7 @@ class OutlierSpec(PoolModel):
 RetryOn = Literal["connect-failure", "reset", "timeout"] | Annotated[int, Field(ge=500, le=599)]
 
 
-class RetrySpec(PoolModel):
+class RetrySpec(StrictModel):
     """Idempotent requests are sent again to another target on the listed failures, up to `attempts` more
     times; retries in flight stay within `budget_percent` of the requests in flight (three are always let
     through), so a failing pool does not get more traffic than it had."""

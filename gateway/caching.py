@@ -3,7 +3,7 @@
 import json
 from collections.abc import Callable, Sequence
 
-from asgi_gateway.config.routes import CacheSpec
+from asgi_gateway.config.responses import CacheSpec
 from asgi_gateway.config.settings import Settings
 from asgi_gateway.middleware.cache import CacheOptions, CacheStore, KeyRules, MemoryStore, RedisStore, TieredStore
 from asgi_gateway.middleware.flags import flag_resolutions

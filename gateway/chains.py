@@ -17,7 +17,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from asgi_gateway.config.routes import PARAM, CacheSpec, CompressSpec, EtagSpec, RouteSpec
+from asgi_gateway.config.responses import CacheSpec, CompressSpec, EtagSpec
+from asgi_gateway.config.routes import PARAM, RouteSpec
 from asgi_gateway.config.settings import EtagSettings, FlagSettings
 from asgi_gateway.flags.resolver import Resolver
 from asgi_gateway.gateway.caching import KeyExtras, cache_options, key_extras
