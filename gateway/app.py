@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import gc
 import hashlib
-import importlib
 import logging
 import re
 import signal
@@ -18,7 +17,6 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -29,9 +27,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from starlette.routing import BaseRoute, Route
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from asgi_gateway.config.errors import ConfigError, ConfigIssue
+from asgi_gateway.config.errors import ConfigError
 from asgi_gateway.config.loader import load_route_file
-from asgi_gateway.config.routes import RouteFile, UpstreamSpec
+from asgi_gateway.config.routes import RouteFile
 from asgi_gateway.config.settings import Settings, load_settings
 from asgi_gateway.flags.resolver import Resolver
 from asgi_gateway.gateway.admin import Admin, PurgeFailed
@@ -42,12 +40,13 @@ from asgi_gateway.gateway.edge import EdgeResources
 from asgi_gateway.gateway.flagwiring import build_flags, flag_span_event
 from asgi_gateway.gateway.health import Health
 from asgi_gateway.gateway.logs import AccessLines
-from asgi_gateway.gateway.metrics import MeteredTransport, Metrics, RequestMetrics
-from asgi_gateway.gateway.pool import Pool, TargetTransports
+from asgi_gateway.gateway.metrics import Metrics, RequestMetrics
+from asgi_gateway.gateway.pool import Pool
 from asgi_gateway.gateway.recorder import RequestRecorder
 from asgi_gateway.gateway.routing import GatewayRouter, compile_routes, own_app
-from asgi_gateway.gateway.telemetry import TracedTransport, build_tracer_provider, server_span_attributes
-from asgi_gateway.gateway.upstreams import AiohttpTransport, HttpxTransport, Timeouts, Transport, Upstream
+from asgi_gateway.gateway.telemetry import build_tracer_provider, server_span_attributes
+from asgi_gateway.gateway.upstreams import Transport, Upstream
+from asgi_gateway.gateway.upstreamwiring import build_upstreams
 from asgi_gateway.middleware.cache import CacheMiddleware, StoreUnavailable
 from asgi_gateway.middleware.peers import TrustedPeerHeaders
 from asgi_gateway.middleware.tracing import PROPAGATION_FIELDS, tracing_middleware
@@ -408,72 +407,6 @@ def _file_identity(path: Path) -> tuple[int, int, int] | None:
     except OSError:
         return None
     return stat.st_mtime_ns, stat.st_size, stat.st_ino
-
-
-def build_upstreams(
-    specs: Mapping[str, UpstreamSpec],
-    settings: Settings,
-    apps: Mapping[str, ASGIApp],
-    tracer_provider: TracerProvider | None,
-    metrics: Metrics,
-) -> dict[str, Upstream]:
-    issues: list[ConfigIssue] = []
-    upstreams: dict[str, Upstream] = {}
-    for name, spec in specs.items():
-        try:
-            app = apps.get(name) or (import_app(spec.app) if spec.app else None)
-        except (ImportError, AttributeError) as exc:
-            issues.append(
-                ConfigIssue(str(settings.routes_file), None, f"upstreams.{name}.app", f"cannot import: {exc}")
-            )
-            continue
-
-        def observed(plain: Transport, name: str = name) -> Transport:
-            transport: Transport = MeteredTransport(plain, upstream=name, metrics=metrics)
-            if tracer_provider is not None:
-                transport = TracedTransport(transport, upstream=name, tracer_provider=tracer_provider)
-            return transport
-
-        if spec.pooled:
-            connect = partial(_target_transports, spec, settings, app, observed)
-            pool = Pool(name, spec, connect, metrics.targets)
-            upstreams[name] = Upstream(name, "", pool.host, pool)  # the pool prefixes each target's URL
-            continue
-        assert spec.url is not None  # an upstream without a pool has one url (asgi_gateway.config.routes.UpstreamSpec)
-        upstreams[name] = Upstream(name, spec.url, urlsplit(spec.url).netloc, observed(_transport(spec, settings, app)))
-    if issues:
-        raise ConfigError(issues)
-    return upstreams
-
-
-def _target_transports(
-    spec: UpstreamSpec, settings: Settings, app: ASGIApp | None, observed: Callable[[Transport], Transport]
-) -> TargetTransports:
-    bare = _transport(spec, settings, app)
-    return TargetTransports(observed(bare), bare)
-
-
-def _transport(spec: UpstreamSpec, settings: Settings, app: ASGIApp | None) -> Transport:
-    defaults = settings.timeout
-    timeouts = Timeouts(
-        connect=spec.timeout.connect or defaults.connect,
-        read=spec.timeout.read or defaults.read,
-        pool=spec.timeout.pool or defaults.pool,
-    )
-    pool_size = spec.pool_size or settings.pool_size
-    if app is not None or spec.http2:
-        return HttpxTransport(pool_size=pool_size, timeouts=timeouts, http2=spec.http2, app=app)
-    return AiohttpTransport(pool_size=pool_size, timeouts=timeouts)
-
-
-def import_app(target: str) -> ASGIApp:
-    module_name, _, attribute = target.partition(":")
-    value: Any = importlib.import_module(module_name)
-    for part in attribute.split("."):
-        value = getattr(value, part)
-    if not callable(value):
-        raise ImportError(f"{target} is not an ASGI app")
-    return cast(ASGIApp, value)
 
 
 def create_app() -> Gateway:
