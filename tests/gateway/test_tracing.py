@@ -2,14 +2,15 @@
 
 import asyncio
 import json
+import socket
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import SpanKind, StatusCode
@@ -362,3 +363,36 @@ async def test_at_ratio_zero_only_sampled_parents_are_instrumented_and_every_req
     assert traceparent_seen(unsampled.json()).split("-")[1] == "a" * 32
     assert traceparent_seen(sampled.json()).split("-")[1] == INCOMING_TRACE
     assert {span["trace_id"] for span in received} == {INCOMING_TRACE}
+
+
+@contextmanager
+def hanging_otlp_endpoint() -> Iterator[str]:
+    """A backend that is down the slow way: it takes connections and never answers, so each export waits out
+    the exporter's timeout."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/v1/traces"
+
+
+@pytest.mark.integration
+async def test_a_backend_that_never_answers_keeps_the_export_queue_bounded_and_drops_the_rest(
+    make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "8")
+    monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "4")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "0.2")
+    with hanging_otlp_endpoint() as endpoint:
+        otel = {"exporter": "otlp", "traces_endpoint": endpoint}
+        app = make_gateway(routes_for("http://users.internal"), upstreams={"users": echo}, otel=otel)
+        assert app.tracer_provider is not None
+        [processor] = app.tracer_provider._active_span_processor._span_processors
+        assert isinstance(processor, BatchSpanProcessor)
+        queue = processor._batch_processor._queue
+        longest = 0
+        async with client_for(app) as client:
+            for _ in range(20):
+                assert (await client.get("/api/users/1")).status_code == 200
+                longest = max(longest, len(queue))
+    assert longest == 8  # filled up to its bound, and no further
+    assert "Queue full, dropping Span" in caplog.text  # 40 spans, 8 queued and 4 in flight: the rest dropped
