@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from uuid import uuid4
 
 import redis.asyncio
+from harness import get_scope
 
 from asgi_gateway.middleware.cache import CacheMiddleware, CacheOptions, KeyRules, MemoryStore, RedisStore, TieredStore
 from asgi_gateway.middleware.cache.keys import extras_variant, url_key
@@ -39,19 +40,7 @@ REQUEST_HEADERS = [
 
 
 def scope(path: str = "/api/users/7", query: bytes = b"") -> Scope:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": query,
-        "headers": REQUEST_HEADERS,
-        "server": ("127.0.0.1", 8080),
-        "client": ("127.0.0.1", 50000),
-    }
+    return get_scope(path, REQUEST_HEADERS, query)
 
 
 async def static(scope: Scope, receive: Receive, send: Send) -> None:

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 
+from harness import get_scope
 from micro_cache import per_op, receive, send
 
 from asgi_gateway.middleware.cache import CacheMiddleware, MemoryStore
@@ -43,19 +44,7 @@ def upstream(body: bytes) -> ASGIApp:
 
 
 def scope(accept_encoding: bytes) -> Scope:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": "/api/users",
-        "raw_path": b"/api/users",
-        "query_string": b"",
-        "headers": [(b"host", b"api.example.test"), (b"accept-encoding", accept_encoding)],
-        "server": ("127.0.0.1", 8080),
-        "client": ("127.0.0.1", 50000),
-    }
+    return get_scope("/api/users", [(b"host", b"api.example.test"), (b"accept-encoding", accept_encoding)])
 
 
 async def main() -> None:

@@ -18,15 +18,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from uuid import uuid4
 
 import jwt
 import redis
 from cryptography.hazmat.primitives.asymmetric import ec
-from harness import free_port
+from harness import cpu_per_request, free_port, get_scope
 from jwt.algorithms import ECAlgorithm
-from starlette.types import Message, Scope
 
 from asgi_gateway.config.loader import load_route_file
 from asgi_gateway.config.settings import Settings
@@ -63,43 +63,6 @@ routes:
 """
 
 
-async def cpu_per_request(app: Gateway, path: str, headers: list[tuple[bytes, bytes]], count: int) -> float:
-    async def receive() -> Message:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    statuses: list[int] = []
-
-    async def send(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            statuses.append(message["status"])
-
-    def scope() -> Scope:
-        return {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "GET",
-            "scheme": "http",
-            "path": path,
-            "raw_path": path.encode(),
-            "query_string": b"",
-            "root_path": "",
-            "headers": [(b"host", b"gw"), *headers],
-            "client": ("127.0.0.1", 5000),
-            "server": ("127.0.0.1", 8080),
-        }
-
-    for _ in range(WARM):  # warm: pools, the key set, the script cache
-        await app(scope(), receive, send)
-    statuses.clear()
-    started = time.process_time()
-    for _ in range(count):
-        await app(scope(), receive, send)
-    spent = time.process_time() - started
-    assert set(statuses) == {200}, set(statuses)
-    return spent / count
-
-
 async def measure(origin: str, key: ec.EllipticCurvePrivateKey, count: int, prefix: str) -> None:
     with tempfile.TemporaryDirectory() as workdir:
         path = Path(workdir) / "routes.yaml"
@@ -126,7 +89,11 @@ async def measure(origin: str, key: ec.EllipticCurvePrivateKey, count: int, pref
             for _ in range(ROUNDS):
                 for name, route, headers in routes:
                     before = script_calls_so_far(counter)
-                    results[name].append(await cpu_per_request(app, route, headers, count))
+                    results[name].append(
+                        await cpu_per_request(
+                            app, partial(get_scope, route, [(b"host", b"gw"), *headers]), count, warm=WARM
+                        )
+                    )
                     if route == "/limited/1k":
                         script_calls += script_calls_so_far(counter) - before
         counter.close()

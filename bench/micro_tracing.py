@@ -15,12 +15,11 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
+from functools import partial
 from pathlib import Path
 
-from harness import free_port, wait_ready
-from starlette.types import Message, Scope
+from harness import cpu_per_request, free_port, get_scope, wait_ready
 
 from asgi_gateway.config.loader import load_route_file
 from asgi_gateway.config.settings import Settings
@@ -38,33 +37,7 @@ HEADERS = [
 ]
 
 
-def scope() -> Scope:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": "/1k",
-        "raw_path": b"/1k",
-        "query_string": b"",
-        "root_path": "",
-        "headers": list(HEADERS),
-        "client": ("127.0.0.1", 5000),
-        "server": ("127.0.0.1", 8080),
-    }
-
-
 async def run(origin: str, sink: str, mode: str, count: int) -> float:
-    async def receive() -> Message:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    statuses: list[int] = []
-
-    async def send(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            statuses.append(message["status"])
-
     otel = {} if mode == "off" else {"exporter": "otlp", "traces_endpoint": f"{sink}/v1/traces/{mode}"}
     if mode != "off":
         otel["sample_ratio"] = mode
@@ -74,14 +47,7 @@ async def run(origin: str, sink: str, mode: str, count: int) -> float:
         settings = Settings(routes_file=path, watch_routes=False, access_log="off", otel=otel)
         app = Gateway(settings, load_route_file(path))
         async with app.running():
-            for _ in range(WARM):
-                await app(scope(), receive, send)
-            started = time.process_time()
-            for _ in range(count):
-                await app(scope(), receive, send)
-            spent = time.process_time() - started
-    assert set(statuses) == {200}, set(statuses)
-    return spent / count
+            return await cpu_per_request(app, partial(get_scope, "/1k", [(b"host", b"gw")]), count, warm=WARM)
 
 
 def main() -> None:
