@@ -33,11 +33,9 @@ from asgi_gateway.gateway.upstreams import (
     Body,
     Transport,
     UpstreamBadResponse,
-    UpstreamDisconnected,
     UpstreamError,
     UpstreamResponse,
     UpstreamTimeout,
-    UpstreamUnreachable,
     WebSocketOpener,
 )
 from asgi_gateway.gateway.wrapped import innermost
@@ -201,7 +199,7 @@ class Pool:
             try:
                 response = await self._attempt(target, method, url, headers, body, deadline)
             except UpstreamError as exc:
-                if attempts_left and _condition(exc) in self._retry_on and self._budget_allows():
+                if attempts_left and _RETRY_CONDITIONS.get(exc.kind) in self._retry_on and self._budget_allows():
                     attempts_left -= 1
                     tried.append(target)
                     logger.info(
@@ -226,8 +224,7 @@ class Pool:
     async def _attempt(
         self, target: Target, method: str, url: str, headers: list[Field], body: Body, deadline: float | None
     ) -> UpstreamResponse:
-        if target.host != self.host:
-            headers = [(name, target.host) if name == "host" else (name, value) for name, value in headers]
+        headers = self._headers_for(target, headers)
         target.in_flight += 1
         target.requests += 1
         self._in_flight += 1
@@ -258,8 +255,7 @@ class Pool:
         opener = innermost(target.transports.bare)
         if not isinstance(opener, WebSocketOpener):
             raise UpstreamBadResponse("the upstream's targets take no WebSocket sessions")
-        if target.host != self.host:
-            headers = [(name, target.host) if name == "host" else (name, value) for name, value in headers]
+        headers = self._headers_for(target, headers)
         target.requests += 1
         try:
             session = await opener.websocket(
@@ -270,6 +266,13 @@ class Pool:
             raise
         self._answered(target, "1xx", failed=False)
         return session
+
+    def _headers_for(self, target: Target, headers: list[Field]) -> list[Field]:
+        """Callers prepare fields with the first target's Host; another target gets its own (a copy: fan-out
+        calls share one list)."""
+        if target.host == self.host:
+            return headers
+        return [(name, target.host) if name == "host" else (name, value) for name, value in headers]
 
     def _pick(self, url: str, headers: list[Field], tried: Sequence[Target]) -> Target:
         candidates = self._available
@@ -421,13 +424,6 @@ async def _resolved_urls(url: str) -> list[str]:
     ]
 
 
-def _condition(exc: UpstreamError) -> str | None:
-    """The `retries.on` condition a failure meets: a reset is a dropped connection, a connect failure any
-    other failure to reach the target."""
-    if isinstance(exc, UpstreamDisconnected):
-        return "reset"
-    if isinstance(exc, UpstreamTimeout):
-        return "timeout"
-    if isinstance(exc, UpstreamUnreachable):
-        return "connect-failure"
-    return None
+# The `retries.on` condition each failure meets: a reset is a dropped connection, a connect failure any other
+# failure to reach the target.
+_RETRY_CONDITIONS = {"disconnected": "reset", "timeout": "timeout", "unreachable": "connect-failure"}

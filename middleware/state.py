@@ -3,11 +3,13 @@ spans, the access line) cannot drift apart. Every key is optional: each layer wr
 """
 
 from collections.abc import Mapping
-from typing import Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from asgi_gateway.flags.model import EvaluationContext
 from asgi_gateway.flags.resolution import Resolution
-from asgi_gateway.middleware.auth import Identity
+
+if TYPE_CHECKING:  # the cache and the proxy read this state without loading the token libraries
+    from asgi_gateway.middleware.auth import Identity
 
 __all__ = ["CacheOutcome", "RequestState"]
 
@@ -21,4 +23,4 @@ class RequestState(TypedDict, total=False):
     fanout: dict[str, str]  # each fan-out call's outcome by name (gateway/fanout.py)
     flags: Mapping[str, Resolution[Any]]  # middleware/flags.py
     flag_context: EvaluationContext  # middleware/flags.py
-    identity: Identity  # the verified caller (middleware/auth.py)
+    identity: "Identity"  # the verified caller (middleware/auth.py)

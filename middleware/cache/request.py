@@ -2,7 +2,6 @@
 
 from dataclasses import dataclass
 
-from asgi_gateway.middleware.auth import identity_of
 from asgi_gateway.middleware.cache.keys import UrlKey, UrlKeys, extras_variant, request_vary_values
 from asgi_gateway.middleware.cache.lookup import NO_DEMANDS, ClientDemands
 from asgi_gateway.middleware.cache.store import StoredResponse
@@ -39,7 +38,7 @@ def read_request(scope: Scope, url_keys: UrlKeys, extras: str | None, *, honour_
     if_none_match: list[bytes] = []
     if_modified_since = False
     # A caller verified by an API key sends no Authorization, yet its answers are its own (RFC 9111 §3.5).
-    authorized = identity_of(scope) is not None
+    authorized = "identity" in scope.get("state", ())
     host = None
     for name, value in scope["headers"]:
         if name == b"host":
