@@ -8,8 +8,10 @@ Layout under `prefix`, for a URL with digest D and raw path P:
 The `{D}` hash tag keeps one URL's keys in one cluster slot, so its records and their index are written
 in one MULTI/EXEC; tag sets live elsewhere and are written in a second, non-transactional pipeline.
 
-Every call runs under `timeout`. A failure or timeout opens a circuit breaker: for `cooldown` seconds the
-store reads as unavailable (the middleware passes requests through) and one warning is logged per opening.
+Concurrent reads of one key share one GET: a burst of requests for one URL costs Redis one round trip and
+one connection per replica, not one each. Every call runs under `timeout`. A failure or timeout opens a
+circuit breaker: for `cooldown` seconds the store reads as unavailable (the middleware passes requests
+through) and one warning is logged per opening.
 """
 
 import asyncio
@@ -26,6 +28,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from asgi_gateway.middleware.cache.coalesce import Flights
 from asgi_gateway.middleware.cache.keys import UrlKey
 from asgi_gateway.middleware.cache.store import Record, StoreUnavailable, VaryIndex, pack, unpack
 
@@ -86,6 +89,7 @@ class RedisStore:
         self._breaker = _Breaker(cooldown, clock, on_error)
         self._owns_client = owns_client
         self._release = client.register_script(_RELEASE)
+        self._reads: Flights[Record] = Flights()
 
     @classmethod
     def from_url(
@@ -109,8 +113,15 @@ class RedisStore:
         return self._breaker.closed
 
     async def get(self, url: UrlKey, variant: str) -> Record | None:
-        raw = await self._run(lambda: self._client.get(self._record(url, variant)), None)
-        return None if raw is None or isinstance(raw, str) else unpack(raw)
+        key = self._record(url, variant)
+        pending = self._reads.following(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        with self._reads.leading(key) as read:
+            raw = await self._run(lambda: self._client.get(key), None)
+            record = None if raw is None or isinstance(raw, str) else unpack(raw)
+            read.land(record)
+            return record
 
     async def put(
         self, url: UrlKey, records: Sequence[tuple[str, Record]], *, retention: float, tags: Sequence[str]

@@ -1,5 +1,6 @@
 """RedisStore against the real Redis: layout, ttls, cluster slots, round trips, purges, failures."""
 
+import asyncio
 import signal
 import subprocess
 from collections.abc import AsyncIterator
@@ -158,6 +159,26 @@ async def test_a_hit_is_one_round_trip(
         name: value["calls"] for name, value in stats.items() if not name.startswith(("cmdstat_info", "cmdstat_config"))
     }
     assert calls == {"cmdstat_get": 1}
+
+
+@pytest.mark.integration
+async def test_concurrent_reads_of_one_key_share_one_get_and_one_connection(
+    own_redis: tuple[redis.asyncio.Redis, subprocess.Popen[str]],
+) -> None:
+    """A burst for one URL must not open a connection per request: on a loaded machine the connects alone
+    outlast the call budget, and the store would then step aside for everyone."""
+    client, _ = own_redis
+    store = RedisStore(client, prefix="c:")
+    await store.put(URL, [("h", entry())], retention=60, tags=())
+    await client.config_resetstat()
+    hits = await asyncio.gather(*(store.get(URL, "h") for _ in range(50)))
+    misses = await asyncio.gather(*(store.get(URL, "other") for _ in range(50)))
+    stats = await client.info("commandstats")
+    assert hits == [entry()] * 50
+    assert misses == [None] * 50
+    assert stats["cmdstat_get"]["calls"] == 2
+    assert len(await client.client_list()) == 1
+    assert store.available
 
 
 class _Breaking:

@@ -42,8 +42,11 @@ def origin() -> Origin:
 
 
 @pytest.fixture
-def redis_settings(redis_url: str, redis_prefix: str) -> dict[str, object]:
-    return {"redis_url": redis_url, "cache": {"redis_prefix": redis_prefix, "l1_bytes": 0}}
+def redis_settings(redis_url: str, redis_prefix: str, time_limit: float) -> dict[str, object]:
+    """Redis calls budgeted by the test's time limit, as in the `redis_store` fixture: these tests are
+    about routes, not about a loaded machine outlasting the production budget."""
+    cache = {"redis_prefix": redis_prefix, "l1_bytes": 0, "redis_timeout": time_limit}
+    return {"redis_url": redis_url, "cache": cache}
 
 
 @pytest.fixture
