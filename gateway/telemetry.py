@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
@@ -80,24 +81,24 @@ class TracedTransport(WrappedTransport):
             # The gateway's samplers are parent-based: a child of an unsampled span is never recorded, so the
             # call carries the current context as it is rather than paying for a span nobody keeps.
             return await self.inner.send(method, url, _with_context(headers), body, deadline=deadline)
-        with self.tracer.start_as_current_span(method, kind=SpanKind.CLIENT) as span:
-            recording = span.is_recording()  # unsampled: only the context travels, no attributes are built
-            if recording:
-                span.set_attributes(self._attributes(method, url))
-            try:
-                response = await self.inner.send(method, url, _with_context(headers), body, deadline=deadline)
-            except UpstreamError as exc:
-                if recording:
-                    span.set_attribute("error.type", type(exc).__name__)
-                raise
-            if recording:
-                span.set_attribute("http.response.status_code", response.status)
-                if (version := response.protocol_version) is not None:
-                    span.set_attribute("network.protocol.version", version)
-                if response.status >= 400:  # a client span's error, where a server span's is only 5xx
-                    span.set_attribute("error.type", str(response.status))
-                    span.set_status(Status(StatusCode.ERROR))
+        # Started with its attributes (one attribute set, which the sampler sees too) and never made current:
+        # nothing below the transport reads the current span; the outgoing headers carry it.
+        span = self.tracer.start_span(method, kind=SpanKind.CLIENT, attributes=self._attributes(method, url))
+        try:
+            outgoing = _with_context(headers, trace.set_span_in_context(span))
+            response = await self.inner.send(method, url, outgoing, body, deadline=deadline)
+            if span.is_recording():
+                _describe_response(span, response)
             return response
+        except Exception as exc:  # as `use_span` would: an exception event and an error status, not on cancellation
+            if span.is_recording():
+                if isinstance(exc, UpstreamError):
+                    span.set_attribute("error.type", type(exc).__name__)
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            raise
+        finally:
+            span.end()
 
     def _attributes(self, method: str, url: str) -> dict[str, AttributeValue]:
         parts = urlsplit(url)
@@ -112,10 +113,21 @@ class TracedTransport(WrappedTransport):
         }
 
 
-def _with_context(headers: list[Field]) -> list[Field]:
-    """The headers with the current trace context (traceparent, tracestate, baggage) in place of the client's."""
+def _describe_response(span: trace.Span, response: UpstreamResponse) -> None:
+    attributes: dict[str, AttributeValue] = {"http.response.status_code": response.status}
+    if response.protocol_version is not None:
+        attributes["network.protocol.version"] = response.protocol_version
+    if response.status >= 400:  # a client span's error, where a server span's is only 5xx
+        attributes["error.type"] = str(response.status)
+        span.set_status(Status(StatusCode.ERROR))
+    span.set_attributes(attributes)
+
+
+def _with_context(headers: list[Field], context: Context | None = None) -> list[Field]:
+    """The headers with a trace context (traceparent, tracestate, baggage; the current one unless given) in
+    place of the client's."""
     carrier: dict[str, str] = {}
-    propagate.inject(carrier)
+    propagate.inject(carrier, context)
     outgoing = [(name, value) for name, value in headers if name not in _PROPAGATION_NAMES]
     outgoing += carrier.items()
     return outgoing

@@ -140,10 +140,11 @@ class _RouteSpanNamer:
         span = trace.get_current_span()
         if not span.is_recording():
             return
-        span.set_attributes(_server_address(scope))
+        attributes = _server_address(scope)  # one attribute update: each takes the span's lock and checks every value
         template = getattr(scope.get("route"), "path_format", None)
         if template:
             span.update_name(f"{scope['method']} {template}")
-            span.set_attribute("http.route", template)
+            attributes["http.route"] = template
         if self.scope_attributes is not None:
-            span.set_attributes(self.scope_attributes(scope))
+            attributes.update(self.scope_attributes(scope))
+        span.set_attributes(attributes)

@@ -216,6 +216,8 @@ async def test_unreachable_upstream_records_the_error_type(
     assert response.status_code == 502
     assert client_span.attributes is not None
     assert client_span.attributes["error.type"] == "UpstreamUnreachable"
+    assert client_span.status.status_code is StatusCode.ERROR
+    assert [event.name for event in client_span.events] == ["exception"]
 
 
 async def test_health_paths_make_no_spans(make_gateway: GatewayFactory, exporter: InMemorySpanExporter) -> None:
