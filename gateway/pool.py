@@ -31,6 +31,7 @@ from asgi_gateway.gateway.health_check import HealthChecker
 from asgi_gateway.gateway.upstreams import (
     STATUS_CLASSES,
     Body,
+    ReleasingResponse,
     Transport,
     UpstreamBadResponse,
     UpstreamError,
@@ -72,7 +73,7 @@ class Target:
     weight: int
     transports: TargetTransports
     seed: int = 0
-    in_flight: int = 0  # until the answer's header arrived
+    in_flight: int = 0  # until the answer is closed: a streamed body keeps its target busy
     rotation: int = 0
     healthy: bool = True  # the active checks' verdict
     passes: int = 0  # active checks in a row that passed, or failed
@@ -229,6 +230,7 @@ class Pool:
         target.requests += 1
         self._in_flight += 1
         transport = target.transports.observed
+        response: UpstreamResponse | None = None
         try:
             if self._retries.per_try_timeout is None:
                 response = await transport.send(method, target.url + url, headers, body, deadline=deadline)
@@ -242,10 +244,14 @@ class Pool:
             self._answered(target, exc.kind, failed=True)
             raise
         finally:
-            target.in_flight -= 1
-            self._in_flight -= 1
+            if response is None:  # no answer: the target is free now; an answer frees it when it is closed
+                self._release(target)
         self._answered(target, STATUS_CLASSES.get(response.status // 100, "other"), failed=response.status >= 500)
-        return response
+        return ReleasingResponse(response, lambda: self._release(target))
+
+    def _release(self, target: Target) -> None:
+        target.in_flight -= 1
+        self._in_flight -= 1
 
     async def websocket(
         self, url: str, headers: list[Field], *, protocols: Sequence[str], max_message_bytes: int

@@ -13,7 +13,7 @@ ASGI apps. Both map their failures onto one hierarchy, so the proxy answers 502/
 
 import asyncio
 import errno
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Protocol, runtime_checkable
 
@@ -86,6 +86,36 @@ class UpstreamResponse(Protocol):
 
     async def close(self) -> None:
         """Return the connection to the pool (or drop it when the body was not read to the end)."""
+
+
+class ReleasingResponse:
+    """An answer that calls `released` once, when it is closed: a target counts a request in flight until its
+    body is done (a streamed one keeps the target busy, and a retired target's connections open)."""
+
+    __slots__ = ("_released", "_response", "content_length", "headers", "status")
+
+    def __init__(self, response: UpstreamResponse, released: Callable[[], None]) -> None:
+        self._response = response
+        self._released: Callable[[], None] | None = released
+        self.status, self.headers, self.content_length = response.status, response.headers, response.content_length
+
+    @property
+    def protocol_version(self) -> str | None:
+        return self._response.protocol_version
+
+    async def read(self) -> bytes:
+        return await self._response.read()
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        return self._response.chunks()
+
+    async def close(self) -> None:
+        released, self._released = self._released, None
+        try:
+            await self._response.close()
+        finally:
+            if released is not None:
+                released()
 
 
 @dataclass(frozen=True, slots=True)

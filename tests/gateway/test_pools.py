@@ -287,3 +287,27 @@ async def test_the_retry_budget_is_a_share_of_requests_in_flight_with_a_floor_of
         pool._in_flight, pool._retrying = in_flight, retrying
         allowed.append(pool._budget_allows())
     assert allowed == [True, False, True, False]
+
+
+async def test_an_answer_keeps_its_target_busy_until_it_is_closed() -> None:
+    """A streamed body is work in progress: least_request sends the next requests to the other target, and a
+    retired target's connections stay open while its answers are read."""
+    targets = (TargetSpec(url="http://a:1"), TargetSpec(url="http://b:1"))
+    pool = direct_pool(UpstreamSpec(targets=targets, balance="least_request"))
+    await pool.start()
+    try:
+        held = await pool.send("GET", "/held", [("host", "a")], b"")
+        busy = next(target for target in pool.targets if target.in_flight)
+        for _ in range(3):
+            answer = await pool.send("GET", "/next", [("host", "a")], b"")
+            await answer.read()
+            await answer.close()
+        await held.read()
+        await held.close()
+        await held.close()  # closing twice releases once
+    finally:
+        await pool.aclose()
+    assert [(target is busy, target.requests, target.in_flight) for target in pool.targets] in (
+        [(True, 1, 0), (False, 3, 0)],
+        [(False, 3, 0), (True, 1, 0)],
+    )
