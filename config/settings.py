@@ -97,6 +97,7 @@ class CacheSettings(BaseModel):
     l1_ttl: float = Field(default=1.0, gt=0)  # how long replicas may disagree after a change
     redis_prefix: str = "cache:"
     redis_timeout: float = Field(default=0.25, gt=0)  # slower than this, Redis is stepped around
+    redis_max_connections: int = Field(default=64, gt=0)  # per replica; a burst waits for one of them
 
 
 class FlagSettings(BaseModel):

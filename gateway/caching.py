@@ -18,7 +18,11 @@ def build_store(settings: Settings, on_redis_error: Callable[[BaseException], No
     if settings.redis_url is None:
         return MemoryStore(max_bytes=cache.memory_bytes)
     redis = RedisStore.from_url(
-        str(settings.redis_url), prefix=cache.redis_prefix, timeout=cache.redis_timeout, on_error=on_redis_error
+        str(settings.redis_url),
+        prefix=cache.redis_prefix,
+        timeout=cache.redis_timeout,
+        max_connections=cache.redis_max_connections,
+        on_error=on_redis_error,
     )
     if not cache.l1_bytes:
         return redis

@@ -21,7 +21,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.asyncio.retry import Retry
@@ -99,13 +99,22 @@ class RedisStore:
         prefix: str = "cache:",
         timeout: float = 0.25,
         cooldown: float = 5.0,
+        max_connections: int = 64,
         on_error: Callable[[BaseException], None] | None = None,
     ) -> "RedisStore":
         """A store on its own client (closed by `aclose()`): no retries, since the breaker decides when
-        to try again, and socket timeouts matching `timeout`."""
-        client = Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
+        to try again, socket timeouts matching `timeout`, and at most `max_connections` connections. A
+        burst waits for one of them (within `timeout`) instead of opening one per request: on a busy machine
+        the connects alone outlast the budget, and every replica's would count against Redis's client limit."""
+        pool = BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=timeout,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
         )
+        client = Redis.from_pool(pool)
         return cls(client, prefix=prefix, timeout=timeout, cooldown=cooldown, owns_client=True, on_error=on_error)
 
     @property

@@ -181,6 +181,27 @@ async def test_concurrent_reads_of_one_key_share_one_get_and_one_connection(
     assert store.available
 
 
+@pytest.mark.integration
+async def test_a_burst_of_different_urls_waits_for_a_bounded_set_of_connections(
+    own_redis: tuple[redis.asyncio.Redis, subprocess.Popen[str]], time_limit: float
+) -> None:
+    client, _ = own_redis
+    where = client.get_connection_kwargs()
+    store = RedisStore.from_url(
+        f"redis://{where['host']}:{where['port']}/0", prefix="c:", timeout=time_limit, max_connections=4
+    )
+    try:
+        misses = await asyncio.gather(
+            *(store.get(url_key_for(f"http://test/{n}", KeyRules()), "h") for n in range(100))
+        )
+        connected = len(await client.client_list()) - 1  # less the one asking
+    finally:
+        await store.aclose()
+    assert misses == [None] * 100
+    assert 1 <= connected <= 4
+    assert store.available
+
+
 class _Breaking:
     """A monotonic clock for the breaker that tests move by hand."""
 
