@@ -351,8 +351,10 @@ class Gateway:
         known; then X-Forwarded-For/-Proto from the trusted ones set the client (here, not in the server, so
         uvicorn and granian alike do both)."""
         trusted, flags = self.settings.forwarded_allow_ips, self.settings.flags
-        app = cast(ASGIApp, ProxyHeadersMiddleware(cast(Any, app), trusted_hosts=trusted))  # uvicorn's own ASGI types
-        return TrustedPeerHeaders(app, trusted=trusted, headers=[flags.user_header, flags.org_header])
+        proxied = cast(ASGIApp, ProxyHeadersMiddleware(cast(Any, app), trusted_hosts=trusted))  # uvicorn's ASGI types
+        return TrustedPeerHeaders(
+            app, trusted=trusted, headers=[flags.user_header, flags.org_header], forwarded=proxied
+        )
 
     def _traced_and_recorded(self, app: ASGIApp) -> ASGIApp:
         settings = self.settings

@@ -52,17 +52,34 @@ class TrustedPeers:
 
 
 class TrustedPeerHeaders:
-    """Drops `headers` from requests whose peer is not among `trusted`."""
+    """Drops `headers` from requests whose peer is not among `trusted`.
 
-    def __init__(self, app: ASGIApp, *, trusted: str | Iterable[str], headers: Iterable[str]) -> None:
-        self.app, self.trusted = app, TrustedPeers(trusted)
+    `forwarded`, when given, is `app` behind a layer that applies X-Forwarded-For and -Proto (uvicorn's
+    ProxyHeadersMiddleware): only requests from trusted peers that carry those fields go through it, since it
+    changes nothing for the others and costs every request a trust check and a pass over the headers."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        trusted: str | Iterable[str],
+        headers: Iterable[str],
+        forwarded: ASGIApp | None = None,
+    ) -> None:
+        self.app, self.trusted, self.forwarded = app, TrustedPeers(trusted), forwarded
         self.names = frozenset(name.lower().encode("latin-1") for name in headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] in ("http", "websocket") and not self.trusted.everyone:
+        if scope["type"] in ("http", "websocket"):
             client = scope.get("client")
-            if client is None or client[0] not in self.trusted:
+            if not self.trusted.everyone and (client is None or client[0] not in self.trusted):
                 names = self.names
                 if any(name in names for name, _ in scope["headers"]):
                     scope["headers"] = [(name, value) for name, value in scope["headers"] if name not in names]
+            elif self.forwarded is not None and any(name in _FORWARDED for name, _ in scope["headers"]):
+                await self.forwarded(scope, receive, send)
+                return
         await self.app(scope, receive, send)
+
+
+_FORWARDED = frozenset({b"x-forwarded-for", b"x-forwarded-proto"})
